@@ -1,0 +1,5 @@
+import sys
+
+from fmblur.cli import main
+
+sys.exit(main())

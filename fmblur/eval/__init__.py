@@ -1,0 +1,1 @@
+"""Detector evaluation: matching detections to ground truth."""
