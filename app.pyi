@@ -43,7 +43,7 @@ class UploadedImage(gr.Image):
             return super().preprocess(payload)
         except Exception as error:
             name = getattr(payload, "orig_name", None) or "upload"
-            raise gr.Error(f"Cannot read {name}: not an image, or a format this tool cannot read ({error})") from None
+            raise gr.Error(f"Cannot read {name}: not an image, or a format this tool cannot read.") from None
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:

@@ -44,6 +44,7 @@ def _rgb(text: str) -> tuple[int, int, int]:
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that anonymises (images now, video later)."""
+    defaults = ObfuscationConfig()
     group = parser.add_argument_group("detection")
     group.add_argument("--detector", default=DEFAULT_DETECTOR, choices=detector_names(), help="face detector")
     group.add_argument("--thresh", type=_unit_float, default=None, help="score threshold (default: the detector's)")
@@ -55,19 +56,19 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--landmarks", default=DEFAULT_LANDMARKS, choices=landmark_source_names(), help="landmark source"
     )
     group = parser.add_argument_group("obfuscation")
-    group.add_argument("--mode", default="gaussian", choices=MODES, help="how faces are hidden")
+    group.add_argument("--mode", default=defaults.mode, choices=MODES, help="how faces are hidden")
     group.add_argument(
         "--kernel", type=_odd_kernel, default=None, help="fixed Gaussian kernel, odd 5..65 (default: relative)"
     )
     group.add_argument(
-        "--kernel-rel", type=float, default=0.5, help="kernel as a fraction of each face's size (when no --kernel)"
+        "--kernel-rel", type=float, default=defaults.kernel_relative, help="kernel as a fraction of each face's size (when no --kernel)"
     )
-    group.add_argument("--feature-kernel", type=int, default=3, help="light blur on eyes/nose/mouth in feature mode")
-    group.add_argument("--mosaic-blocks", type=int, default=8, help="mosaic blocks across a face")
-    group.add_argument("--fill", type=_rgb, default=(0, 0, 0), help="solid fill colour R,G,B")
-    group.add_argument("--shape", default="ellipse", choices=SHAPES, help="region shape")
-    group.add_argument("--mask-scale", type=float, default=1.3, help="grow each face box by this factor")
-    group.add_argument("--feather", type=float, default=0.0, help="soft inner edge, fraction of region size")
+    group.add_argument("--feature-kernel", type=int, default=defaults.feature_kernel, help="light blur on eyes/nose/mouth in feature mode")
+    group.add_argument("--mosaic-blocks", type=int, default=defaults.mosaic_blocks, help="mosaic blocks across a face")
+    group.add_argument("--fill", type=_rgb, default=defaults.fill_color, help="solid fill colour R,G,B")
+    group.add_argument("--shape", default=defaults.shape, choices=SHAPES, help="region shape")
+    group.add_argument("--mask-scale", type=float, default=defaults.mask_scale, help="grow each face box by this factor")
+    group.add_argument("--feather", type=float, default=defaults.feather, help="soft inner edge, fraction of region size")
 
 
 def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:

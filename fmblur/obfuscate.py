@@ -24,6 +24,9 @@ SHAPES: tuple[str, ...] = ("box", "ellipse")
 KERNEL_RANGE = (5, 65)  # the dissertation's sweep of fixed kernels
 # Above this size a Gaussian is applied on a downscaled copy: same look, bounded cost for huge faces.
 _MAX_DIRECT_KERNEL = 65
+# ... where it runs with this kernel (and the sigma scaled to match). Against an exact Gaussian of
+# size 67..481 on a real photo the difference is at most 2-3 grey levels (mean 0.2-0.3).
+_DOWNSCALED_KERNEL = 31
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ class ObfuscationConfig:
 
     mode: Mode = "gaussian"
     kernel: int | None = None
-    kernel_relative: float = 0.5
+    # 0.75 of the face's longer side: on the CC0 examples RetinaFace still found 14 of 21 faces blurred
+    # at 0.5 and none at 0.75 (measured 2026-11-22).
+    kernel_relative: float = 0.75
     feature_kernel: int = 3
     mosaic_blocks: int = 8
     fill_color: tuple[int, int, int] = (0, 0, 0)
@@ -96,12 +101,12 @@ def gaussian_blur(image: np.ndarray, kernel: int) -> np.ndarray:
     """Gaussian blur; kernels above 65 run on a downscaled copy (same sigma in full-size pixels)."""
     if kernel <= _MAX_DIRECT_KERNEL:
         return cv2.GaussianBlur(image, (kernel, kernel), 0, borderType=cv2.BORDER_REFLECT)
-    factor = _MAX_DIRECT_KERNEL / kernel
+    factor = _DOWNSCALED_KERNEL / kernel
     height, width = image.shape[:2]
     small_size = (max(1, round(width * factor)), max(1, round(height * factor)))
     small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
     sigma = _sigma(kernel) * factor
-    small = cv2.GaussianBlur(small, (_MAX_DIRECT_KERNEL, _MAX_DIRECT_KERNEL), sigma, borderType=cv2.BORDER_REFLECT)
+    small = cv2.GaussianBlur(small, (_DOWNSCALED_KERNEL, _DOWNSCALED_KERNEL), sigma, borderType=cv2.BORDER_REFLECT)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -242,9 +247,13 @@ def obfuscate(image: np.ndarray, faces: Sequence[Face], config: ObfuscationConfi
         weight = _shape_mask(face, config, rect)
         patch = _face_patch(image, face, rect, config)
         region = output[top:bottom, left:right]
+        if config.feather == 0:
+            np.copyto(region, patch, where=weight[..., None] > 0)
+            continue
         inside = weight > 0
-        blended = region * (1.0 - weight[..., None]) + patch * weight[..., None]
-        region[inside] = np.round(blended[inside]).astype(np.uint8)
+        alpha = weight[inside][:, None]
+        blended = region[inside] * (1.0 - alpha) + patch[inside] * alpha
+        region[inside] = np.round(blended).astype(np.uint8)
     return output
 
 

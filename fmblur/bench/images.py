@@ -1,0 +1,66 @@
+"""Milliseconds per image for each detector and for the whole pipeline, at common frame sizes."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from fmblur.detectors import create_detector, detector_names
+from fmblur.image_io import read_image
+from fmblur.obfuscate import ObfuscationConfig
+from fmblur.pipeline import DEFAULT_DETECTOR, Anonymizer
+
+SIZES = ((640, 480), (1280, 720), (1920, 1080))
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "maksssksksss21.jpg"
+
+
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: model load, first-call allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def frames(source: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """The example photo resized (stretched) to each benchmark size: real faces, real texture."""
+    return {size: cv2.resize(source, size, interpolation=cv2.INTER_LINEAR) for size in SIZES}
+
+
+def benchmark(repeats: int, detectors: list[str]) -> str:
+    source, _ = read_image(EXAMPLE)
+    inputs = frames(source)
+    header = "| what | " + " | ".join(f"{w}x{h}" for w, h in SIZES) + " |"
+    lines = [header, "|---" * (len(SIZES) + 1) + "|"]
+    for name in detectors:
+        # Detection at the frame's own resolution (no auto-upscale), default threshold.
+        detector = create_detector(name, upscale_to=0)
+        cells = [f"{median_ms(lambda f=frame: detector.detect(f), repeats):.0f}" for frame in inputs.values()]
+        lines.append(f"| detect: {name} | " + " | ".join(cells) + " |")
+    for mode in ("gaussian", "feature"):
+        anonymizer = Anonymizer(DEFAULT_DETECTOR, obfuscation=ObfuscationConfig(mode=mode))
+        cells = [f"{median_ms(lambda f=frame: anonymizer(f), repeats):.0f}" for frame in inputs.values()]
+        lines.append(f"| pipeline: {DEFAULT_DETECTOR} defaults + {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fmblur.bench images", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per cell (median reported)")
+    parser.add_argument("--detectors", nargs="+", default=detector_names(), choices=detector_names())
+    args = parser.parse_args(argv)
+    print(
+        f"ms per image (median of {args.repeats}), {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, CUDA: {torch.cuda.is_available()}\n"
+    )
+    print(benchmark(args.repeats, args.detectors))

@@ -1,0 +1,45 @@
+"""Shared fixtures: the CC0 example photos in examples/ with their Pascal VOC face boxes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmblur.datasets import read_voc
+from fmblur.image_io import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO / "examples"
+
+
+@dataclass
+class Example:
+    path: Path
+    image: np.ndarray
+    boxes: np.ndarray  # ground-truth faces, (N, 4) x1 y1 x2 y2
+    labels: list[str]
+
+
+def load_examples() -> list[Example]:
+    examples = []
+    for xml in sorted(EXAMPLES_DIR.glob("*.xml")):
+        annotation = read_voc(xml)
+        image, _ = read_image(annotation.path)
+        examples.append(Example(annotation.path, image, annotation.boxes, annotation.labels))
+    return examples
+
+
+@pytest.fixture(scope="session")
+def examples() -> list[Example]:
+    found = load_examples()
+    assert len(found) >= 4, "examples/ must hold the CC0 photos with their annotations"
+    return found
+
+
+@pytest.fixture(scope="session")
+def example(examples) -> Example:
+    """One photo with masked and unmasked faces (maksssksksss5: 4 faces)."""
+    return next(e for e in examples if e.path.stem == "maksssksksss5")

@@ -1,0 +1,116 @@
+"""The Gradio app answers real requests through gradio_client, against a server this test starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from fmblur.image_io import read_image
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"app exited early:\n{server.stdout.read()}")
+            try:
+                urllib.request.urlopen(url, timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("app did not start within 180 s")
+                time.sleep(1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def test_anonymize_request(client, example):
+    from gradio_client import handle_file
+
+    drawn_path, result_path, summary = client.predict(
+        handle_file(str(example.path)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+        api_name="/anonymize",
+    )
+    result, _ = read_image(result_path)
+    drawn, _ = read_image(drawn_path)
+    assert result.shape == drawn.shape == example.image.shape
+    hidden = int(re.search(r"(\d+) face\(s\) hidden", summary).group(1))
+    assert hidden >= len(example.boxes)
+    assert "FPS" in summary and "detect" in summary
+    for x1, y1, x2, y2 in example.boxes.astype(int):
+        assert np.any(result[y1:y2, x1:x2] != example.image[y1:y2, x1:x2], axis=2).mean() > 0.8
+    # Most of the photo is not a face and must come back as it was.
+    assert np.all(result == example.image, axis=2).mean() > 0.6
+
+
+def test_compare_request(client, example):
+    from gradio_client import handle_file
+
+    view_a, view_b, table = client.predict(
+        handle_file(str(example.path)), "retinaface", 0.5, "centerface", 0.5, api_name="/compare"
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| retinaface") or line.startswith("| centerface")]
+    assert len(rows) == 2
+    for row in rows:
+        assert int(row.split("|")[2]) >= len(example.boxes)
+    assert read_image(view_a)[0].shape == read_image(view_b)[0].shape == example.image.shape
+
+
+def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, example):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a photo")
+    with pytest.raises(AppError, match="Cannot read holiday.jpg"):
+        client.predict(
+            handle_file(str(bad)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+            api_name="/anonymize",
+        )
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(example.path.read_bytes()[:3000])
+    with pytest.raises(AppError, match="truncated or corrupt"):
+        client.predict(
+            handle_file(str(truncated)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+            api_name="/anonymize",
+        )
+    # Still serving.
+    _, result_path, _ = client.predict(
+        handle_file(str(example.path)), "mtcnn", 0.9, "none", "mosaic", 45, True, "box", 1.3, api_name="/anonymize"
+    )
+    assert read_image(result_path)[0].shape == example.image.shape

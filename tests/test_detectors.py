@@ -1,0 +1,108 @@
+"""Each pretrained detector finds the annotated faces of the CC0 example photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmblur.detectors import create_detector, detector_names
+from fmblur.eval.matching import match_detections
+from fmblur.face import LANDMARK_NAMES
+
+# Recall at IoU 0.5 over the 21 faces of examples/, at each detector's default threshold.
+# Measured 2026-11-22: retinaface 1.00 (21/21), centerface 1.00 (21/21), mtcnn 0.76 (16/21).
+RECALL_BARS = {"retinaface": 0.9, "centerface": 0.9, "mtcnn": 0.7}
+
+
+def boxes_and_scores(faces):
+    return np.array([f.box for f in faces], np.float32).reshape(-1, 4), np.array([f.score for f in faces])
+
+
+@pytest.mark.parametrize("name", sorted(RECALL_BARS))
+def test_detector_finds_annotated_faces(name, examples):
+    detector = create_detector(name)
+    found = total = 0
+    for example in examples:
+        faces = detector.detect(example.image)
+        matched = match_detections(example.boxes, *boxes_and_scores(faces), iou=0.5)
+        found += int((matched >= 0).sum())
+        total += len(example.boxes)
+        for face in faces:
+            assert detector.threshold <= face.score <= 1.0
+            x1, y1, x2, y2 = face.box
+            height, width = example.image.shape[:2]
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    assert found / total >= RECALL_BARS[name], f"{name}: recall {found}/{total}"
+
+
+@pytest.mark.parametrize("name", sorted(RECALL_BARS))
+def test_landmarks_lie_in_their_face(name, example):
+    faces = create_detector(name).detect(example.image)
+    assert faces
+    for face in faces:
+        assert face.landmarks is not None and set(face.landmarks) == set(LANDMARK_NAMES)
+        x1, y1, x2, y2 = face.box
+        margin = 0.25 * face.width  # points of a turned face may sit just outside a tight box
+        eye_y = (face.landmarks["left_eye"][1] + face.landmarks["right_eye"][1]) / 2
+        mouth_y = (face.landmarks["mouth_left"][1] + face.landmarks["mouth_right"][1]) / 2
+        assert eye_y < mouth_y
+        for x, y in face.landmarks.values():
+            assert x1 - margin <= x <= x2 + margin and y1 - margin <= y <= y2 + margin
+
+
+def test_every_registered_detector_is_tested():
+    assert set(detector_names()) == set(RECALL_BARS)
+
+
+@pytest.mark.parametrize("name", sorted(RECALL_BARS))
+def test_threshold_filters_scores(name, example):
+    low = create_detector(name, threshold=0.3).detect(example.image)
+    high = create_detector(name, threshold=0.99).detect(example.image)
+    assert len(high) <= len(low)
+    assert all(face.score >= 0.99 for face in high)
+
+
+def test_detection_scale_maps_boxes_back(example):
+    """Detecting on a 2x enlarged copy finds the same faces at twice the coordinates."""
+    import cv2
+
+    detector = create_detector("retinaface", upscale_to=0)
+    big = cv2.resize(example.image, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    small_faces = detector.detect(example.image)
+    half_scale = create_detector("retinaface", scale=0.5, upscale_to=0).detect(big)
+    boxes_small, scores = boxes_and_scores(small_faces)
+    boxes_back, _ = boxes_and_scores(half_scale)
+    matched = match_detections(boxes_small, boxes_back / 2, np.ones(len(boxes_back)), iou=0.7)
+    assert (matched >= 0).mean() >= 0.75
+
+
+@pytest.mark.parametrize("name", sorted(RECALL_BARS))
+@pytest.mark.parametrize("shape", [(1, 1, 3), (7, 3000, 3), (2500, 9, 3), (31, 33, 3)])
+def test_odd_sizes_do_not_crash(name, shape):
+    image = np.full(shape, 127, np.uint8)
+    assert create_detector(name).detect(image) == []
+
+
+@pytest.mark.parametrize("name", sorted(RECALL_BARS))
+def test_grey_and_rgba_inputs(name, example):
+    import cv2
+
+    grey = cv2.cvtColor(example.image, cv2.COLOR_RGB2GRAY)
+    rgba = cv2.cvtColor(example.image, cv2.COLOR_RGB2RGBA)
+    detector = create_detector(name)
+    assert len(detector.detect(rgba)) == len(detector.detect(example.image))
+    assert len(detector.detect(grey)) >= 1
+
+
+def test_wrong_input_types_are_clear_errors():
+    detector = create_detector("retinaface")
+    with pytest.raises(TypeError, match="numpy array"):
+        detector.detect("photo.jpg")
+    with pytest.raises(TypeError, match="uint8"):
+        detector.detect(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        detector.detect(np.zeros((10, 10, 5), np.uint8))
+    with pytest.raises(ValueError, match="unknown detector"):
+        create_detector("nope")
+    with pytest.raises(ValueError, match="threshold"):
+        create_detector("retinaface", threshold=1.5)

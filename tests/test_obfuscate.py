@@ -1,0 +1,153 @@
+"""Obfuscation changes the faces, and only the faces, on real photos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fmblur.detectors import create_detector
+from fmblur.face import Face
+from fmblur.obfuscate import KERNEL_RANGE, ObfuscationConfig, coverage_mask, obfuscate, region_box
+
+
+@pytest.fixture(scope="module")
+def detected(example):
+    faces = create_detector("retinaface").detect(example.image)
+    assert len(faces) >= 4
+    return faces
+
+
+def face_pixels(image: np.ndarray, face: Face) -> np.ndarray:
+    x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+    return image[y1:y2, x1:x2]
+
+
+def sharpness(patch: np.ndarray) -> float:
+    """Variance of the Laplacian: high for detail, near zero for blur."""
+    return float(cv2.Laplacian(cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+CONFIGS = [
+    ObfuscationConfig(mode="gaussian", kernel=45, shape="box"),
+    ObfuscationConfig(mode="gaussian", shape="ellipse"),
+    ObfuscationConfig(mode="feature", kernel=45),
+    ObfuscationConfig(mode="mosaic", shape="box"),
+    ObfuscationConfig(mode="solid", shape="ellipse", fill_color=(255, 0, 0)),
+    ObfuscationConfig(mode="gaussian", kernel=25, feather=0.2),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.shape}-feather{c.feather}")
+def test_faces_change_and_the_rest_does_not(example, detected, config):
+    original = example.image.copy()
+    output = obfuscate(example.image, detected, config)
+    assert np.array_equal(example.image, original), "the input must not be modified"
+    changed = np.any(output != example.image, axis=2)
+    covered = coverage_mask(example.image.shape[:2], detected, config)
+    assert not changed[~covered].any(), "pixels outside every face region changed"
+    for face in detected:
+        before, after = face_pixels(example.image, face), face_pixels(output, face)
+        differs = np.any(before != after, axis=2).mean()
+        assert differs > 0.8, f"only {differs:.0%} of a face's pixels changed"
+        assert np.abs(before.astype(int) - after.astype(int)).mean() > 5
+
+
+def test_larger_kernel_removes_more_detail(example, detected):
+    sharpness_by_kernel = []
+    for kernel in range(KERNEL_RANGE[0], KERNEL_RANGE[1] + 1, 10):
+        # A box region covers the whole face box, so no sharp region edge enters the measurement.
+        output = obfuscate(example.image, detected, ObfuscationConfig(mode="gaussian", kernel=kernel, shape="box"))
+        sharpness_by_kernel.append(np.mean([sharpness(face_pixels(output, f)) for f in detected]))
+    assert all(a > b for a, b in zip(sharpness_by_kernel, sharpness_by_kernel[1:])), sharpness_by_kernel
+    original = np.mean([sharpness(face_pixels(example.image, f)) for f in detected])
+    assert sharpness_by_kernel[0] < original
+
+
+def test_feature_blur_keeps_eyes_sharper_than_uniform_blur(example, detected):
+    uniform = obfuscate(example.image, detected, ObfuscationConfig(mode="gaussian", kernel=45))
+    feature = obfuscate(example.image, detected, ObfuscationConfig(mode="feature", kernel=45))
+    for face in detected:
+        ex, ey = (int(round(v)) for v in face.landmarks["left_eye"])
+        r = max(2, int(0.1 * face.width))
+        window = (slice(ey - r, ey + r + 1), slice(ex - r, ex + r + 1))
+        assert sharpness(feature[window]) > sharpness(uniform[window])
+
+
+def test_feature_blur_without_landmarks_falls_back_to_uniform(example, detected):
+    bare = [face.with_landmarks(None) for face in detected]
+    feature = obfuscate(example.image, bare, ObfuscationConfig(mode="feature", kernel=45))
+    uniform = obfuscate(example.image, bare, ObfuscationConfig(mode="gaussian", kernel=45))
+    assert np.array_equal(feature, uniform)
+
+
+def test_relative_kernel_grows_with_face_size():
+    config = ObfuscationConfig(kernel_relative=0.5)
+    tiny, small, large = Face((0, 0, 8, 8), 1.0), Face((0, 0, 20, 20), 1.0), Face((0, 0, 400, 300), 1.0)
+    assert config.kernel_for(tiny) == KERNEL_RANGE[0]
+    assert config.kernel_for(small) == 11
+    assert config.kernel_for(large) == 201
+
+
+def test_huge_relative_kernel_blurs_a_large_face(example):
+    """A face filling a 4x enlarged photo gets a kernel far above 65, applied as a true Gaussian of that size."""
+    big = cv2.resize(example.image, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    height, width = big.shape[:2]
+    face = Face((width * 0.2, height * 0.2, width * 0.8, height * 0.8), 1.0)
+    config = ObfuscationConfig(kernel_relative=0.5, shape="box", mask_scale=1.0)
+    kernel = config.kernel_for(face)
+    assert kernel > 400
+    output = obfuscate(big, [face], config)
+    exact = cv2.GaussianBlur(big, (kernel, kernel), 0, borderType=cv2.BORDER_REFLECT)
+    difference = np.abs(face_pixels(output, face).astype(int) - face_pixels(exact, face))
+    assert difference.mean() < 1.0 and difference.max() <= 3
+    at_65 = obfuscate(big, [face], ObfuscationConfig(kernel=65, shape="box", mask_scale=1.0))
+    assert sharpness(face_pixels(output, face)) < sharpness(face_pixels(at_65, face))
+
+
+def test_overlapping_faces_and_faces_cut_by_the_border(example):
+    height, width = example.image.shape[:2]
+    faces = [
+        Face((-30.0, -20.0, 60.0, 70.0), 0.9),  # beyond the top-left corner
+        Face((40.0, 40.0, 140.0, 150.0), 0.9),  # overlaps the first
+        Face((width - 50.0, height - 40.0, width + 30.0, height + 30.0), 0.9),  # beyond bottom-right
+    ]
+    for mode in ("gaussian", "mosaic", "solid", "feature"):
+        config = ObfuscationConfig(mode=mode, shape="box", mask_scale=1.0)
+        output = obfuscate(example.image, faces, config)
+        for face in faces:
+            left, top, right, bottom = region_box(face, 1.0, width, height)
+            region_changed = np.any(output[top:bottom, left:right] != example.image[top:bottom, left:right], axis=2)
+            assert region_changed.mean() > 0.8, mode
+
+
+def test_solid_fill_colour_and_empty_face_list(example, detected):
+    output = obfuscate(example.image, detected, ObfuscationConfig(mode="solid", fill_color=(10, 20, 30), shape="box", mask_scale=1.0))
+    face = detected[0]
+    assert (face_pixels(output, face).reshape(-1, 3) == (10, 20, 30)).all()
+    assert np.array_equal(obfuscate(example.image, [], ObfuscationConfig()), example.image)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"kernel": 4}, {"kernel": 67}, {"mode": "swirl"}, {"shape": "star"}, {"mask_scale": 0.5}, {"feature_kernel": 2}],
+)
+def test_bad_settings_are_rejected(options):
+    with pytest.raises(ValueError):
+        ObfuscationConfig(**options)
+
+
+def test_default_blur_hides_faces_from_the_detector(example, detected):
+    """With the defaults (and solid fill), RetinaFace no longer finds the annotated faces in the output.
+
+    The feature mode is meant to stay detectable, and a fixed small kernel may too: those are not tested here.
+    """
+    from fmblur.eval.matching import match_detections
+
+    detector = create_detector("retinaface")
+    for config in (ObfuscationConfig(), ObfuscationConfig(mode="solid")):
+        output = obfuscate(example.image, detected, config)
+        again = detector.detect(output)
+        boxes = np.array([f.box for f in again], np.float32).reshape(-1, 4)
+        matched = match_detections(example.boxes, boxes, np.array([f.score for f in again]), iou=0.3)
+        assert (matched < 0).all(), f"{config.mode}: a hidden face is still detected"
