@@ -114,3 +114,25 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
         handle_file(str(example.path)), "mtcnn", 0.9, "none", "mosaic", 45, True, "box", 1.3, api_name="/anonymize"
     )
     assert read_image(result_path)[0].shape == example.image.shape
+
+
+def test_odd_colour_modes_are_anonymised(client, tmp_path, example):
+    """Grey, RGBA and 16-bit uploads come back anonymised at their own size, faces changed."""
+    from gradio_client import handle_file
+    from PIL import Image
+
+    photo = Image.fromarray(example.image)
+    grey16 = Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257).astype(np.uint16))
+    uploads = {"grey.png": photo.convert("L"), "rgba.png": photo.convert("RGBA"), "deep.png": grey16}
+    for name, image in uploads.items():
+        path = tmp_path / name
+        image.save(path)
+        _, result_path, summary = client.predict(
+            handle_file(str(path)), "retinaface", 0.5, "detector", "solid", 45, True, "box", 1.3,
+            api_name="/anonymize",
+        )
+        result, _ = read_image(result_path)
+        assert result.shape == example.image.shape, name
+        assert int(re.search(r"(\d+) face", summary).group(1)) >= 3, name
+        x1, y1, x2, y2 = example.boxes[0].astype(int)
+        assert (result[y1:y2, x1:x2] == 0).all(axis=2).mean() > 0.8, name
