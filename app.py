@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import gradio as gr
+# Offline by design: no usage analytics calls home (set before gradio is imported).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
 import numpy as np
 
 from fmblur.detectors import DetectorUnavailable, detector_class, detector_names
@@ -40,7 +43,7 @@ class UploadedImage(gr.Image):
     def preprocess(self, payload):  # type: ignore[override]
         try:
             return super().preprocess(payload)
-        except Exception as error:
+        except Exception:
             name = getattr(payload, "orig_name", None) or "upload"
             raise gr.Error(f"Cannot read {name}: not an image, or a format this tool cannot read.") from None
 
@@ -56,7 +59,9 @@ def _load(path: str | None) -> np.ndarray:
     return image
 
 
-def _run(image: np.ndarray, detector: str, threshold: float, landmarks: str, config: ObfuscationConfig) -> PipelineResult:
+def _run(
+    image: np.ndarray, detector: str, threshold: float, landmarks: str, config: ObfuscationConfig
+) -> PipelineResult:
     try:
         return Anonymizer(detector, landmarks, config, threshold=threshold)(image)
     except DetectorUnavailable as error:

@@ -61,14 +61,26 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--kernel", type=_odd_kernel, default=None, help="fixed Gaussian kernel, odd 5..65 (default: relative)"
     )
     group.add_argument(
-        "--kernel-rel", type=float, default=defaults.kernel_relative, help="kernel as a fraction of each face's size (when no --kernel)"
+        "--kernel-rel",
+        type=float,
+        default=defaults.kernel_relative,
+        help="kernel as a fraction of each face's size (when no --kernel)",
     )
-    group.add_argument("--feature-kernel", type=int, default=defaults.feature_kernel, help="light blur on eyes/nose/mouth in feature mode")
+    group.add_argument(
+        "--feature-kernel",
+        type=int,
+        default=defaults.feature_kernel,
+        help="light blur on eyes/nose/mouth in feature mode",
+    )
     group.add_argument("--mosaic-blocks", type=int, default=defaults.mosaic_blocks, help="mosaic blocks across a face")
     group.add_argument("--fill", type=_rgb, default=defaults.fill_color, help="solid fill colour R,G,B")
     group.add_argument("--shape", default=defaults.shape, choices=SHAPES, help="region shape")
-    group.add_argument("--mask-scale", type=float, default=defaults.mask_scale, help="grow each face box by this factor")
-    group.add_argument("--feather", type=float, default=defaults.feather, help="soft inner edge, fraction of region size")
+    group.add_argument(
+        "--mask-scale", type=float, default=defaults.mask_scale, help="grow each face box by this factor"
+    )
+    group.add_argument(
+        "--feather", type=float, default=defaults.feather, help="soft inner edge, fraction of region size"
+    )
 
 
 def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
@@ -113,7 +125,11 @@ def collect_inputs(paths: Sequence[str], out_dir: Path) -> tuple[list[Path | tup
         if path.is_dir():
             for file in sorted(path.rglob("*")):
                 # Results written into a folder that is also scanned must not be read back as inputs.
-                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES and out_resolved not in file.resolve().parents:
+                if (
+                    file.is_file()
+                    and file.suffix.lower() in IMAGE_SUFFIXES
+                    and out_resolved not in file.resolve().parents
+                ):
                     found.append((path, file))
         elif path.is_file():
             found.append(path)
@@ -132,7 +148,7 @@ def plan_jobs(inputs: list[Path | tuple[Path, Path]], out_dir: Path, overwrite: 
     claimed: dict[Path, Path] = {}
     input_paths = {(item[1] if isinstance(item, tuple) else item).resolve() for item in inputs}
     for item in inputs:
-        root, source = (item if isinstance(item, tuple) else (None, item))
+        root, source = item if isinstance(item, tuple) else (None, item)
         relative_dir = source.parent.relative_to(root) if root is not None else Path()
         suffix = source.suffix if source.suffix.lower() in FORMAT_BY_SUFFIX else ".png"
         image_out = out_dir / relative_dir / f"{source.stem}{suffix}"

@@ -71,9 +71,8 @@ def read_image(source: str | os.PathLike | bytes | BinaryIO) -> tuple[np.ndarray
             with Image.open(io.BytesIO(data)) as opened:
                 width, height = opened.size
                 if width * height > MAX_PIXELS:
-                    raise ImageReadError(
-                        f"{name}: {width}x{height} is too large ({width * height / 1e6:.0f} MP; limit {MAX_PIXELS / 1e6:.0f} MP)"
-                    )
+                    megapixels, limit = width * height / 1e6, MAX_PIXELS / 1e6
+                    raise ImageReadError(f"{name}: {width}x{height} is too large ({megapixels:.0f} MP; limit {limit:.0f} MP)")
                 if getattr(opened, "n_frames", 1) > 1:
                     raise ImageReadError(
                         f"{name}: has {opened.n_frames} frames; anonymise animations with `fmblur video`"

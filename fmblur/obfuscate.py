@@ -215,7 +215,9 @@ def _mosaic(patch: np.ndarray, blocks: int) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
-def _face_patch(image: np.ndarray, face: Face, rect: tuple[int, int, int, int], config: ObfuscationConfig) -> np.ndarray:
+def _face_patch(
+    image: np.ndarray, face: Face, rect: tuple[int, int, int, int], config: ObfuscationConfig
+) -> np.ndarray:
     left, top, right, bottom = rect
     if config.mode == "solid":
         return np.broadcast_to(np.array(config.fill_color, image.dtype), (bottom - top, right - left, 3))

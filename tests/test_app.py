@@ -63,7 +63,15 @@ def test_anonymize_request(client, example):
     from gradio_client import handle_file
 
     drawn_path, result_path, summary = client.predict(
-        handle_file(str(example.path)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+        handle_file(str(example.path)),
+        "retinaface",
+        0.5,
+        "detector",
+        "gaussian",
+        45,
+        True,
+        "ellipse",
+        1.3,
         api_name="/anonymize",
     )
     result, _ = read_image(result_path)
@@ -99,14 +107,30 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
     bad.write_bytes(b"this is not a photo")
     with pytest.raises(AppError, match="Cannot read holiday.jpg"):
         client.predict(
-            handle_file(str(bad)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+            handle_file(str(bad)),
+            "retinaface",
+            0.5,
+            "detector",
+            "gaussian",
+            45,
+            True,
+            "ellipse",
+            1.3,
             api_name="/anonymize",
         )
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(example.path.read_bytes()[:3000])
     with pytest.raises(AppError, match="truncated or corrupt"):
         client.predict(
-            handle_file(str(truncated)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+            handle_file(str(truncated)),
+            "retinaface",
+            0.5,
+            "detector",
+            "gaussian",
+            45,
+            True,
+            "ellipse",
+            1.3,
             api_name="/anonymize",
         )
     # Still serving.
@@ -128,7 +152,15 @@ def test_odd_colour_modes_are_anonymised(client, tmp_path, example):
         path = tmp_path / name
         image.save(path)
         _, result_path, summary = client.predict(
-            handle_file(str(path)), "retinaface", 0.5, "detector", "solid", 45, True, "box", 1.3,
+            handle_file(str(path)),
+            "retinaface",
+            0.5,
+            "detector",
+            "solid",
+            45,
+            True,
+            "box",
+            1.3,
             api_name="/anonymize",
         )
         result, _ = read_image(result_path)

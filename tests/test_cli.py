@@ -106,8 +106,25 @@ def test_same_stem_twice_is_refused_for_the_second(tmp_path, examples, capsys):
 def test_options_reach_the_pipeline(tmp_path, example, capsys):
     out = tmp_path / "out"
     code = main(
-        ["image", str(example.path), "-o", str(out), "--detector", "centerface", "--mode", "solid",
-         "--fill", "255,0,0", "--shape", "box", "--mask-scale", "1.0", "--thresh", "0.4", "--json"]
+        [
+            "image",
+            str(example.path),
+            "-o",
+            str(out),
+            "--detector",
+            "centerface",
+            "--mode",
+            "solid",
+            "--fill",
+            "255,0,0",
+            "--shape",
+            "box",
+            "--mask-scale",
+            "1.0",
+            "--thresh",
+            "0.4",
+            "--json",
+        ]
     )
     assert code == 0
     result, _ = read_image(out / example.path.with_suffix(".jpg").name)
@@ -150,7 +167,10 @@ def test_module_entry_point(tmp_path, example):
     out = tmp_path / "out"
     completed = subprocess.run(
         [sys.executable, "-m", "fmblur", "image", str(example.path), "-o", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
     assert "1 image(s) written" in completed.stderr and (out / example.path.name).exists()

@@ -122,7 +122,9 @@ def test_overlapping_faces_and_faces_cut_by_the_border(example):
 
 
 def test_solid_fill_colour_and_empty_face_list(example, detected):
-    output = obfuscate(example.image, detected, ObfuscationConfig(mode="solid", fill_color=(10, 20, 30), shape="box", mask_scale=1.0))
+    output = obfuscate(
+        example.image, detected, ObfuscationConfig(mode="solid", fill_color=(10, 20, 30), shape="box", mask_scale=1.0)
+    )
     face = detected[0]
     assert (face_pixels(output, face).reshape(-1, 3) == (10, 20, 30)).all()
     assert np.array_equal(obfuscate(example.image, [], ObfuscationConfig()), example.image)

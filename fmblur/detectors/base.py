@@ -12,7 +12,6 @@ import torchvision
 
 from fmblur.face import Face, landmarks_from_array
 
-
 # Auto-upscaling stops here: a thumbnail enlarged further only shows blur to the network.
 _MAX_AUTO_UPSCALE = 4.0
 
