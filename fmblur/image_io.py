@@ -72,7 +72,9 @@ def read_image(source: str | os.PathLike | bytes | BinaryIO) -> tuple[np.ndarray
                 width, height = opened.size
                 if width * height > MAX_PIXELS:
                     megapixels, limit = width * height / 1e6, MAX_PIXELS / 1e6
-                    raise ImageReadError(f"{name}: {width}x{height} is too large ({megapixels:.0f} MP; limit {limit:.0f} MP)")
+                    raise ImageReadError(
+                        f"{name}: {width}x{height} is too large ({megapixels:.0f} MP; limit {limit:.0f} MP)"
+                    )
                 if getattr(opened, "n_frames", 1) > 1:
                     raise ImageReadError(
                         f"{name}: has {opened.n_frames} frames; anonymise animations with `fmblur video`"
