@@ -35,10 +35,10 @@ class UploadedImage(gr.Image):
 
     Gradio opens uploads with Pillow before the app sees them; a file that is not an image would fail
     there with a generic error. Here it becomes the same one-line message the CLI prints.
+    Only `preprocess` differs from gr.Image (the browser renders it as one; its settings are gr.Image's).
     """
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
+    is_template = True
 
     def preprocess(self, payload):  # type: ignore[override]
         try:
@@ -46,6 +46,11 @@ class UploadedImage(gr.Image):
         except Exception:
             name = getattr(payload, "orig_name", None) or "upload"
             raise gr.Error(f"Cannot read {name}: not an image, or a format this tool cannot read.") from None
+
+
+def photo_input() -> UploadedImage:
+    # image_mode=None: the file reaches fmblur.image_io untouched (16-bit, CMYK, EXIF rotation included).
+    return UploadedImage(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo")
 
 
 def _load(path: str | None) -> np.ndarray:
@@ -136,7 +141,7 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Anonymize"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    source = UploadedImage(label="Photo")
+                    source = photo_input()
                     detector, threshold = _detector_controls("Detector", DEFAULT_DETECTOR)
                     landmarks = gr.Dropdown(landmark_source_names(), value=DEFAULT_LANDMARKS, label="Landmarks")
                     mode = gr.Radio(list(MODES), value="gaussian", label="Mode")
@@ -161,7 +166,7 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    compare_source = UploadedImage(label="Photo")
+                    compare_source = photo_input()
                     detector_a, threshold_a = _detector_controls("Detector A", "retinaface")
                     detector_b, threshold_b = _detector_controls("Detector B", "centerface")
                     compare = gr.Button("Compare", variant="primary")
