@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import signal
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tqdm import tqdm
 
+from fmblur.atomic import atomic_target
 from fmblur.detectors import DetectorUnavailable, detector_names
 from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
+from fmblur.tracking import TrackingOptions
+from fmblur.video import VIDEO_SUFFIXES, VideoReadError, anonymize_video
 
 
 def _odd_kernel(text: str) -> int:
@@ -108,53 +110,64 @@ def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
 
 @dataclass
 class Job:
-    """One input file and where its results go."""
+    """One input (a file, or a folder played as an image sequence) and where its results go."""
 
     source: Path
-    image_out: Path
-    json_out: Path
+    outputs: dict[str, Path]  # kind ("image", "json", "video", "tracks") -> path
 
 
-def collect_inputs(paths: Sequence[str], out_dir: Path) -> tuple[list[Path | tuple[Path, Path]], list[str]]:
-    """Inputs as (file) or (folder root, file) pairs, and one error line per path that is neither."""
-    found: list[Path | tuple[Path, Path]] = []
+def collect_inputs(
+    paths: Sequence[str], out_dir: Path, suffixes: Sequence[str], sequence_folders: bool = False
+) -> tuple[list[tuple[Path | None, Path]], list[str]]:
+    """(folder root or None, input) pairs, and one error line per path that is neither file nor folder.
+
+    A folder contributes its files with `suffixes`, recursively. With `sequence_folders`, a folder with none
+    of those but with images is one input itself: an image sequence.
+    """
+    found: list[tuple[Path | None, Path]] = []
     errors = []
     out_resolved = out_dir.resolve()
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                # Results written into a folder that is also scanned must not be read back as inputs.
-                if (
-                    file.is_file()
-                    and file.suffix.lower() in IMAGE_SUFFIXES
-                    and out_resolved not in file.resolve().parents
-                ):
-                    found.append((path, file))
+            # Results written into a folder that is also scanned must not be read back as inputs.
+            files = [
+                file
+                for file in sorted(path.rglob("*"))
+                if file.is_file() and file.suffix.lower() in suffixes and out_resolved not in file.resolve().parents
+            ]
+            if files:
+                found.extend((path, file) for file in files)
+            elif sequence_folders and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+                found.append((None, path))
+            else:
+                errors.append(f"{given}: folder holds no input files")
         elif path.is_file():
-            found.append(path)
+            found.append((None, path))
         else:
             errors.append(f"{given}: no such file or folder")
     return found, errors
 
 
-def plan_jobs(inputs: list[Path | tuple[Path, Path]], out_dir: Path, overwrite: bool) -> tuple[list[Job], list[str]]:
-    """Output paths for each input: OUT_DIR/<path inside the given folder>/<stem>.<ext> and <stem>.json.
+def plan_jobs(
+    inputs: list[tuple[Path | None, Path]],
+    out_dir: Path,
+    overwrite: bool,
+    output_names: Callable[[Path], dict[str, str]],
+) -> tuple[list[Job], list[str]]:
+    """Output paths for each input: OUT_DIR/<path inside the given folder>/<names from output_names>.
 
-    Refuses (per file) to write over an input, over another input's output, or over an existing file
+    Refuses (per input) to write over an input, over another input's output, or over an existing file
     unless `overwrite`.
     """
     jobs, errors = [], []
     claimed: dict[Path, Path] = {}
-    input_paths = {(item[1] if isinstance(item, tuple) else item).resolve() for item in inputs}
-    for item in inputs:
-        root, source = item if isinstance(item, tuple) else (None, item)
+    input_paths = {source.resolve() for _, source in inputs}
+    for root, source in inputs:
         relative_dir = source.parent.relative_to(root) if root is not None else Path()
-        suffix = source.suffix if source.suffix.lower() in FORMAT_BY_SUFFIX else ".png"
-        image_out = out_dir / relative_dir / f"{source.stem}{suffix}"
-        json_out = out_dir / relative_dir / f"{source.stem}.json"
+        outputs = {kind: out_dir / relative_dir / name for kind, name in output_names(source).items()}
         problem = None
-        for target in (image_out, json_out):
+        for target in outputs.values():
             resolved = target.resolve()
             if resolved in input_paths:
                 problem = f"output {target} would overwrite an input"
@@ -167,22 +180,22 @@ def plan_jobs(inputs: list[Path | tuple[Path, Path]], out_dir: Path, overwrite: 
         if problem:
             errors.append(f"{source}: {problem}")
             continue
-        claimed[image_out.resolve()] = source
-        claimed[json_out.resolve()] = source
-        jobs.append(Job(source=source, image_out=image_out, json_out=json_out))
+        claimed.update({target.resolve(): source for target in outputs.values()})
+        jobs.append(Job(source=source, outputs=outputs))
     return jobs, errors
 
 
+def _image_output_names(source: Path, with_json: bool) -> dict[str, str]:
+    suffix = source.suffix if source.suffix.lower() in FORMAT_BY_SUFFIX else ".png"
+    names = {"image": f"{source.stem}{suffix}"}
+    if with_json:
+        names["json"] = f"{source.stem}.json"
+    return names
+
+
 def _write_json(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary:
+        temporary.write_text(json.dumps(record, indent=2))
 
 
 def run_image(args: argparse.Namespace) -> int:
@@ -193,8 +206,8 @@ def run_image(args: argparse.Namespace) -> int:
     except (ValueError, DetectorUnavailable) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
-    inputs, errors = collect_inputs(args.paths, out_dir)
-    jobs, plan_errors = plan_jobs(inputs, out_dir, args.overwrite)
+    inputs, errors = collect_inputs(args.paths, out_dir, IMAGE_SUFFIXES)
+    jobs, plan_errors = plan_jobs(inputs, out_dir, args.overwrite, lambda s: _image_output_names(s, args.json))
     errors += plan_errors
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
@@ -205,9 +218,10 @@ def run_image(args: argparse.Namespace) -> int:
         try:
             image, _ = read_image(job.source)
             result = anonymizer(image)
-            write_image(result.image, job.image_out, FORMAT_BY_SUFFIX[job.image_out.suffix.lower()])
+            image_out = job.outputs["image"]
+            write_image(result.image, image_out, FORMAT_BY_SUFFIX[image_out.suffix.lower()])
             if args.json:
-                _write_json(result.to_json(), job.json_out)
+                _write_json(result.to_json(), job.outputs["json"])
             written += 1
             faces_total += len(result.faces)
             progress.set_postfix(faces=faces_total)
@@ -221,8 +235,100 @@ def run_image(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _video_output_names(source: Path, tracks_format: str | None) -> dict[str, str]:
+    names = {"video": f"{source.stem}.mp4"}
+    if tracks_format:
+        names["tracks"] = f"{source.stem}.tracks.{tracks_format}"
+    return names
+
+
+def _tracking_from_args(args: argparse.Namespace) -> TrackingOptions:
+    return TrackingOptions(
+        enabled=not args.no_tracking,
+        hold_frames=args.hold,
+        pad=args.pad,
+        smoothing=args.smoothing,
+        lookback=args.lookback,
+        detect_every=args.detect_every,
+    )
+
+
+def run_video(args: argparse.Namespace) -> int:
+    out_dir = Path(args.output)
+    try:
+        anonymizer = anonymizer_from_args(args)
+        tracking = _tracking_from_args(args)
+        anonymizer.detector.load()
+    except (ValueError, DetectorUnavailable) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    inputs, errors = collect_inputs(args.paths, out_dir, VIDEO_SUFFIXES, sequence_folders=True)
+    jobs, plan_errors = plan_jobs(inputs, out_dir, args.overwrite, lambda s: _video_output_names(s, args.tracks))
+    errors += plan_errors
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    failed, written = len(errors), 0
+    for job in jobs:
+        bar = tqdm(desc=job.source.name, unit="frame", disable=args.quiet or None, dynamic_ncols=True)
+
+        def advance(done: int, total: int | None, bar: tqdm = bar) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            report = anonymize_video(
+                job.source,
+                job.outputs["video"],
+                anonymizer,
+                tracking,
+                start=args.start,
+                end=args.end,
+                tracks_file=job.outputs.get("tracks"),
+                progress=advance,
+                sequence_fps=args.sequence_fps,
+            )
+            written += 1
+            bar.close()
+            print(
+                f"{job.source}: {report.frames} frames, {report.faces_hidden} regions hidden, audio {report.audio}, "
+                f"{report.processing_fps:.1f} fps -> {report.output}",
+                file=sys.stderr,
+            )
+        except (VideoReadError, ValueError) as error:
+            bar.close()
+            failed += 1
+            print(f"error: {error}", file=sys.stderr)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted: {job.source}: no output written", file=sys.stderr)
+            return 130
+        except Exception as error:  # reported and counted; the output was removed by anonymize_video
+            bar.close()
+            failed += 1
+            print(f"error: {job.source}: {type(error).__name__}: {error}", file=sys.stderr)
+    print(f"{written} video(s) written to {out_dir}, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so the same clean-up runs as for Ctrl-C."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fmblur", description="Anonymise faces, masked or not, in images.")
+    parser = argparse.ArgumentParser(prog="fmblur", description="Anonymise faces, masked or not, in images and videos.")
     commands = parser.add_subparsers(dest="command", required=True)
     image = commands.add_parser("image", help="anonymise image files or folders (recursive)")
     image.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
@@ -232,11 +338,38 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_pipeline_arguments(image)
     image.set_defaults(run=run_image)
+
+    video = commands.add_parser("video", help="anonymise videos, animated GIFs or image-sequence folders")
+    video.add_argument("paths", nargs="+", metavar="PATH", help="video files, or folders of videos or of frames")
+    video.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the MP4 results")
+    video.add_argument("--start", type=_non_negative, default=None, help="start time in seconds")
+    video.add_argument("--end", type=_non_negative, default=None, help="end time in seconds")
+    video.add_argument(
+        "--tracks", choices=("csv", "json"), default=None, help="also write OUT_DIR/<stem>.tracks.csv|json"
+    )
+    video.add_argument("--sequence-fps", type=float, default=25.0, help="frame rate of image-sequence folders")
+    video.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    video.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    defaults = TrackingOptions()
+    group = video.add_argument_group("temporal consistency")
+    group.add_argument("--no-tracking", action="store_true", help="hide each frame's detections only")
+    group.add_argument("--hold", type=int, default=defaults.hold_frames, help="frames a lost face stays covered")
+    group.add_argument("--pad", type=float, default=defaults.pad, help="grow tracked boxes by this share")
+    group.add_argument("--smoothing", type=float, default=defaults.smoothing, help="weight of the newest box")
+    group.add_argument(
+        "--lookback", type=int, default=defaults.lookback, help="also cover a new face this many frames earlier"
+    )
+    group.add_argument(
+        "--detect-every", type=int, default=defaults.detect_every, help="detect on every k-th frame, track between"
+    )
+    add_pipeline_arguments(video)
+    video.set_defaults(run=run_video)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _interrupt_on_sigterm()
     return args.run(args)
 
 

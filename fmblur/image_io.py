@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fmblur.atomic import atomic_target
 
 # 12000 x 9000 (108 MP) photos must open; past this the decoded array alone would be over 450 MB.
 MAX_PIXELS = 150_000_000
@@ -114,13 +115,5 @@ def write_image(image: np.ndarray, path: str | os.PathLike, image_format: str) -
     """Write RGB uint8 `image` to `path` atomically (temporary file, then rename); no metadata is kept."""
     if image_format not in SAVE_OPTIONS:
         image_format = "PNG"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(image, "RGB").save(stream, format=image_format, **SAVE_OPTIONS[image_format])
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary:
+        Image.fromarray(image, "RGB").save(temporary, format=image_format, **SAVE_OPTIONS[image_format])

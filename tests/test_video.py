@@ -1,0 +1,234 @@
+"""Video anonymisation on a real 2-second clip: frames, timing and audio kept, no face left, fail closed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from fmblur.cli import main
+from fmblur.detectors import create_detector
+from fmblur.eval.matching import match_detections
+from fmblur.obfuscate import ObfuscationConfig
+from fmblur.pipeline import Anonymizer
+from fmblur.tracking import TrackingOptions
+from fmblur.video import VideoReadError, anonymize_video
+from tests.conftest import REPO
+
+CLIP = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
+SAMPLE_GIF = REPO.parent / "shared" / "data" / "sample_videos" / "intel_face-demographics-walking.gif"
+RED = ObfuscationConfig(mode="solid", fill_color=(255, 0, 0), shape="box")
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12"}
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def boxes(faces) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([f.box for f in faces], np.float32).reshape(-1, 4), np.array([f.score for f in faces])
+
+
+@pytest.fixture(scope="module")
+def clip_frames() -> list[np.ndarray]:
+    return decode(CLIP)
+
+
+@pytest.fixture(scope="module")
+def anonymised_clip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("video") / "clip.mp4"
+    anonymize_video(CLIP, out, Anonymizer())
+    return out
+
+
+def test_frames_rate_and_audio_are_kept(anonymised_clip):
+    with av.open(str(CLIP)) as original, av.open(str(anonymised_clip)) as result:
+        video_in, video_out = original.streams.video[0], result.streams.video[0]
+        assert video_out.codec_context.name == "h264" and video_out.codec_context.pix_fmt == "yuv420p"
+        assert video_out.average_rate == video_in.average_rate == 30
+        assert len(result.streams.audio) == 1
+        audio_in, audio_out = original.streams.audio[0], result.streams.audio[0]
+        assert audio_out.codec_context.name == audio_in.codec_context.name == "aac"
+        assert abs(result.duration - original.duration) < 0.1 * av.time_base
+        audio_packets_in = sum(1 for p in original.demux(audio_in) if p.size)
+    with av.open(str(anonymised_clip)) as result:
+        audio_packets_out = sum(1 for p in result.demux(result.streams.audio[0]) if p.size)
+    assert audio_packets_out == audio_packets_in
+    assert len(decode(anonymised_clip)) == len(decode(CLIP)) == 60
+
+
+def test_no_face_of_the_input_is_detectable_in_the_output(anonymised_clip, clip_frames):
+    """Leak check: a stronger RetinaFace (low threshold, enlarged) finds no input face again in the output."""
+    reference = create_detector("retinaface")
+    strong = create_detector("retinaface", threshold=0.3, scale=1.5)
+    leaks = 0
+    for before, after in zip(clip_frames, decode(anonymised_clip)):
+        truth, _ = boxes(reference.detect(before))
+        assert len(truth) >= 1
+        found, scores = boxes(strong.detect(after))
+        leaks += int((match_detections(truth, found, scores, iou=0.3) >= 0).sum())
+    assert leaks == 0
+
+
+def darkened(frames: list[np.ndarray], indices: range) -> list[np.ndarray]:
+    """Frames where the face is too dark for RetinaFace (5% brightness): real detector misses."""
+    return [(f.astype(np.float32) * 0.05).astype(np.uint8) if i in indices else f for i, f in enumerate(frames)]
+
+
+def red_share(image: np.ndarray) -> float:
+    return float(((image[..., 0] > 200) & (image[..., 1] < 60) & (image[..., 2] < 60)).mean())
+
+
+def test_tracking_covers_frames_the_detector_misses(tmp_path, clip_frames):
+    missed = range(20, 24)
+    source = write_clip(tmp_path / "flicker.mp4", darkened(clip_frames[:40], missed))
+    detector = create_detector("retinaface")
+    frames_in = decode(source)
+    assert all(len(detector.detect(frames_in[i])) == 0 for i in missed), "precondition: the detector misses"
+    with_tracking = decode(anonymize_video(source, tmp_path / "on.mp4", Anonymizer(obfuscation=RED)).output)
+    without = decode(
+        anonymize_video(
+            source, tmp_path / "off.mp4", Anonymizer(obfuscation=RED), TrackingOptions(enabled=False)
+        ).output
+    )
+    for i in missed:
+        assert red_share(without[i]) < 0.01, "without tracking the missed frames are not covered"
+        assert red_share(with_tracking[i]) > 0.05, f"frame {i} not covered with tracking"
+    assert all(red_share(frame) > 0.05 for frame in with_tracking)
+
+
+def test_lookback_covers_a_face_before_its_first_detection(tmp_path, clip_frames):
+    source = write_clip(tmp_path / "late.mp4", darkened(clip_frames[:20], range(0, 3)))
+    options = TrackingOptions(lookback=5, hold_frames=0)
+    output = decode(anonymize_video(source, tmp_path / "out.mp4", Anonymizer(obfuscation=RED), options).output)
+    assert all(red_share(frame) > 0.05 for frame in output)
+    no_lookback = TrackingOptions(lookback=0, hold_frames=0)
+    output = decode(anonymize_video(source, tmp_path / "out0.mp4", Anonymizer(obfuscation=RED), no_lookback).output)
+    assert red_share(output[0]) < 0.01
+
+
+def test_detection_stride_still_covers_every_frame(tmp_path):
+    report = anonymize_video(
+        CLIP, tmp_path / "stride.mp4", Anonymizer(obfuscation=RED), TrackingOptions(detect_every=3),
+        tracks_file=tmp_path / "stride.json",
+    )
+    frames = decode(report.output)
+    assert len(frames) == 60 and all(red_share(f) > 0.05 for f in frames)
+    record = json.loads((tmp_path / "stride.json").read_text())
+    assert len(record["frames"]) == 60
+    assert all(frame["regions"] for frame in record["frames"])
+    assert {r["source"] for f in record["frames"] for r in f["regions"]} >= {"detected", "held"}
+
+
+def test_time_range(tmp_path):
+    report = anonymize_video(CLIP, tmp_path / "cut.mp4", Anonymizer(), start=0.5, end=1.5)
+    assert report.frames == 30
+    with av.open(str(report.output)) as result:
+        assert abs(result.duration / av.time_base - 1.0) < 0.1
+        assert len(result.streams.audio) == 1
+
+
+@pytest.mark.skipif(not SAMPLE_GIF.exists(), reason="shared sample videos not present")
+def test_gif_and_image_sequence_inputs(tmp_path):
+    from PIL import Image
+
+    report = anonymize_video(SAMPLE_GIF, tmp_path / "gif.mp4", Anonymizer())
+    assert report.frames == 35 and len(decode(report.output)) == 35 and report.audio == "none"
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with Image.open(SAMPLE_GIF) as gif:
+        for index in range(8):
+            gif.seek(index)
+            gif.convert("RGB").save(folder / f"frame_{index:03d}.png")
+    report = anonymize_video(folder, tmp_path / "seq.mp4", Anonymizer(), sequence_fps=10)
+    with av.open(str(report.output)) as result:
+        assert result.streams.video[0].average_rate == 10 and result.streams.video[0].frames == 8
+
+
+@pytest.mark.parametrize("kind", ["text", "truncated", "empty", "audio_only", "no_frames"])
+def test_bad_videos_are_clear_errors_and_leave_nothing(tmp_path, kind):
+    path = tmp_path / "input.mp4"
+    if kind == "text":
+        path.write_text("this is not a video")
+    elif kind == "truncated":
+        path.write_bytes(CLIP.read_bytes()[:20000])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "audio_only":
+        with av.open(str(path), "w", format="mp4") as container:
+            stream = container.add_stream("aac", rate=44100)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, 0
+            for packet in list(stream.encode(frame)) + list(stream.encode()):
+                container.mux(packet)
+    else:
+        with av.open(str(path), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width = stream.height = 64
+    out = tmp_path / "out"
+    with pytest.raises(VideoReadError) as error:
+        anonymize_video(path, out / "result.mp4", Anonymizer())
+    message = str(error.value)
+    assert "input.mp4" in message and "\n" not in message
+    assert not out.exists() or not any(out.iterdir()), "nothing half-written is left"
+
+
+def test_cli_video_with_tracks(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["video", str(CLIP), "-o", str(out), "--tracks", "csv", "--mode", "mosaic", "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["selfie_2s_audio.mp4", "selfie_2s_audio.tracks.csv"]
+    rows = (out / "selfie_2s_audio.tracks.csv").read_text().splitlines()
+    assert rows[0].startswith("frame,time_s,track_id,source")
+    assert {int(r.split(",")[0]) for r in rows[1:]} == set(range(60))
+    assert "60 frames" in capsys.readouterr().err
+    # A second run refuses to overwrite; a corrupt input is one error line and exit 1.
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("no video here")
+    assert main(["video", str(CLIP), str(bad), "-o", str(out), "-q"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "exists" in errors[0] and "bad.mp4" in errors[1]
+
+
+def test_ctrl_c_leaves_no_output(tmp_path):
+    """SIGINT mid-run: the process stops and neither the MP4 nor its temporary file remains."""
+    long_clip = REPO.parent / "shared" / "data" / "sample_videos" / "egoblur_gen1_test_video.mp4"
+    source = long_clip if long_clip.exists() else CLIP
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fmblur", "video", str(source), "-o", str(out), "--tracks", "json", "-q"],
+        cwd=REPO, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(out.iterdir())):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert list(out.iterdir()) == []
