@@ -7,6 +7,7 @@ detectors whose weights ship in pip packages: nothing is downloaded.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # Offline by design: no usage analytics calls home (set before gradio is imported).
@@ -21,6 +22,8 @@ from fmblur.image_io import ImageReadError, read_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, PipelineResult
+from fmblur.tracking import TrackingOptions
+from fmblur.video import VideoReadError, anonymize_video
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLES = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
@@ -64,13 +67,26 @@ def _load(path: str | None) -> np.ndarray:
     return image
 
 
-def _run(
-    image: np.ndarray, detector: str, threshold: float, landmarks: str, config: ObfuscationConfig
-) -> PipelineResult:
+def _anonymizer(
+    detector: str,
+    threshold: float,
+    landmarks: str,
+    mode: str,
+    kernel: int,
+    relative_kernel: bool,
+    shape: str,
+    mask_scale: float,
+) -> Anonymizer:
+    """The pipeline the controls describe; bad values and missing models become a message in the page."""
     try:
-        return Anonymizer(detector, landmarks, config, threshold=threshold)(image)
-    except DetectorUnavailable as error:
+        config = ObfuscationConfig(
+            mode=mode, kernel=None if relative_kernel else int(kernel), shape=shape, mask_scale=float(mask_scale)
+        )
+        anonymizer = Anonymizer(detector, landmarks, config, threshold=threshold)
+        anonymizer.detector.load()
+    except (ValueError, DetectorUnavailable) as error:
         raise gr.Error(str(error)) from None
+    return anonymizer
 
 
 def _timing_line(result: PipelineResult) -> str:
@@ -94,15 +110,57 @@ def anonymize_image(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(original with detections drawn, anonymised image, summary markdown)."""
     image = _load(path)
-    try:
-        config = ObfuscationConfig(
-            mode=mode, kernel=None if relative_kernel else int(kernel), shape=shape, mask_scale=float(mask_scale)
-        )
-    except ValueError as error:
-        raise gr.Error(str(error)) from None
-    result = _run(image, detector, threshold, landmarks, config)
+    result = _anonymizer(detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale)(image)
     summary = f"**{len(result.faces)} face(s) hidden** with `{detector}` · {_timing_line(result)}"
     return draw_faces(image, result.faces), result.image, summary
+
+
+def anonymize_video_file(
+    path: str | None,
+    detector: str,
+    threshold: float,
+    landmarks: str,
+    mode: str,
+    kernel: int,
+    relative_kernel: bool,
+    shape: str,
+    mask_scale: float,
+    tracking: bool,
+    detect_every: int,
+    progress: gr.Progress = gr.Progress(),
+) -> tuple[str, str, str]:
+    """(anonymised MP4, summary markdown, per-frame tracks CSV)."""
+    if not path:
+        raise gr.Error("Upload a video first.")
+    anonymizer = _anonymizer(detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale)
+    try:
+        options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    out_dir = Path(tempfile.mkdtemp(prefix="fmblur-video-"))
+    stem = Path(path).stem
+
+    def report_progress(done: int, total: int | None) -> None:
+        progress((done, total) if total else done, desc="Anonymising", unit="frames")
+
+    try:
+        report = anonymize_video(
+            path,
+            out_dir / f"{stem}.mp4",
+            anonymizer,
+            options,
+            tracks_file=out_dir / f"{stem}.tracks.csv",
+            progress=report_progress,
+        )
+    except VideoReadError as error:
+        raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+    t = report.timings_ms
+    summary = (
+        f"**{report.frames} frames** ({report.duration_s:.1f} s at {report.input_fps:.1f} fps), "
+        f"{report.faces_hidden} regions hidden, audio {report.audio} · **{report.processing_fps:.1f} fps overall** · "
+        f"per frame: detect {t['detect']:.0f} ms, obfuscate {t['obfuscate']:.0f} ms, encode {t['encode']:.0f} ms"
+    )
+    return str(report.output), summary, str(report.tracks_file)
 
 
 def compare_detectors(
@@ -113,7 +171,7 @@ def compare_detectors(
     rows = ["| detector | faces | detect ms | FPS |", "|---|---|---|---|"]
     drawn = []
     for detector, threshold in ((detector_a, threshold_a), (detector_b, threshold_b)):
-        result = _run(image, detector, threshold, DEFAULT_LANDMARKS, ObfuscationConfig())
+        result = _anonymizer(detector, threshold, DEFAULT_LANDMARKS, "gaussian", 45, True, "ellipse", 1.3)(image)
         drawn.append(draw_faces(image, result.faces))
         detect_ms = result.timings_ms["detect"]
         rows.append(f"| {detector} | {len(result.faces)} | {detect_ms:.0f} | {1000 / max(detect_ms, 1e-3):.1f} |")
@@ -132,23 +190,29 @@ def _detector_controls(label: str, value: str) -> tuple[gr.Dropdown, gr.Slider]:
     return dropdown, slider
 
 
+def _pipeline_controls() -> list[gr.components.Component]:
+    """Detector, threshold, landmark source and obfuscation settings, in the handlers' argument order."""
+    detector, threshold = _detector_controls("Detector", DEFAULT_DETECTOR)
+    landmarks = gr.Dropdown(landmark_source_names(), value=DEFAULT_LANDMARKS, label="Landmarks")
+    mode = gr.Radio(list(MODES), value="gaussian", label="Mode")
+    relative_kernel = gr.Checkbox(value=True, label="Kernel relative to face size")
+    kernel = gr.Slider(*KERNEL_RANGE, value=45, step=2, label="Fixed Gaussian kernel")
+    shape = gr.Radio(list(SHAPES), value="ellipse", label="Shape")
+    mask_scale = gr.Slider(1.0, 2.0, value=1.3, step=0.05, label="Mask scale")
+    return [detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale]
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="fmblur: face anonymiser for masked faces") as app:
         gr.Markdown(
-            "# fmblur\nHide every face (masked or not) in a photo. Runs on this server's "
+            "# fmblur\nHide every face (masked or not) in a photo or a video. Runs on this server's "
             "CPU/GPU; nothing is uploaded anywhere else."
         )
         with gr.Tab("Anonymize"):
             with gr.Row():
                 with gr.Column(scale=1):
                     source = photo_input()
-                    detector, threshold = _detector_controls("Detector", DEFAULT_DETECTOR)
-                    landmarks = gr.Dropdown(landmark_source_names(), value=DEFAULT_LANDMARKS, label="Landmarks")
-                    mode = gr.Radio(list(MODES), value="gaussian", label="Mode")
-                    relative_kernel = gr.Checkbox(value=True, label="Kernel relative to face size")
-                    kernel = gr.Slider(*KERNEL_RANGE, value=45, step=2, label="Fixed Gaussian kernel")
-                    shape = gr.Radio(list(SHAPES), value="ellipse", label="Shape")
-                    mask_scale = gr.Slider(1.0, 2.0, value=1.3, step=0.05, label="Mask scale")
+                    controls = _pipeline_controls()
                     run = gr.Button("Anonymize", variant="primary")
                 with gr.Column(scale=2):
                     with gr.Row():
@@ -157,11 +221,24 @@ def build_app() -> gr.Blocks:
                     summary = gr.Markdown()
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=source)
-            run.click(
-                anonymize_image,
-                [source, detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale],
-                [detections, anonymized, summary],
-                api_name="anonymize",
+            run.click(anonymize_image, [source, *controls], [detections, anonymized, summary], api_name="anonymize")
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    video_source = gr.Video(label="Video", sources=["upload"])
+                    video_controls = _pipeline_controls()
+                    tracking = gr.Checkbox(value=True, label="Track faces across frames (hold, look-back)")
+                    detect_every = gr.Slider(1, 10, value=1, step=1, label="Detect every k-th frame")
+                    run_video = gr.Button("Anonymize video", variant="primary")
+                with gr.Column(scale=2):
+                    video_result = gr.Video(label="Anonymized", interactive=False)
+                    video_summary = gr.Markdown()
+                    tracks = gr.File(label="Per-frame regions (CSV)", interactive=False)
+            run_video.click(
+                anonymize_video_file,
+                [video_source, *video_controls, tracking, detect_every],
+                [video_result, video_summary, tracks],
+                api_name="anonymize_video",
             )
         with gr.Tab("Compare"):
             with gr.Row():

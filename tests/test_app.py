@@ -168,3 +168,23 @@ def test_odd_colour_modes_are_anonymised(client, tmp_path, example):
         assert int(re.search(r"(\d+) face", summary).group(1)) >= 3, name
         x1, y1, x2, y2 = example.boxes[0].astype(int)
         assert (result[y1:y2, x1:x2] == 0).all(axis=2).mean() > 0.8, name
+
+
+def test_video_request(client, tmp_path):
+    """The Video tab: an anonymised MP4 with the clip's frames and audio, a summary, and the tracks CSV."""
+    import av
+    from gradio_client import handle_file
+
+    clip = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
+    video, summary, tracks = client.predict(
+        handle_file(str(clip)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+        True, 1, api_name="/anonymize_video",
+    )
+    path = video["video"] if isinstance(video, dict) else video
+    with av.open(path) as result:
+        assert result.streams.video[0].codec_context.name == "h264"
+        assert result.streams.video[0].frames == 60
+        assert len(result.streams.audio) == 1
+    assert "60 frames" in summary and "fps overall" in summary and "audio copied" in summary
+    rows = open(tracks).read().splitlines()
+    assert rows[0].startswith("frame,") and len(rows) > 60
