@@ -7,7 +7,9 @@ detectors whose weights ship in pip packages: nothing is downloaded.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 # Offline by design: no usage analytics calls home (set before gradio is imported).
@@ -23,14 +25,22 @@ from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, PipelineResult
 from fmblur.tracking import TrackingOptions
-from fmblur.video import VideoReadError, anonymize_video
+from fmblur.video import VideoReadError, anonymize_video, video_duration
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLES = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
-# Uploads above this are refused by the server before any work is done.
-MAX_UPLOAD = "50mb"
-# CPU work is queued: at most this many requests run at once, the rest wait their turn.
-CONCURRENCY_LIMIT = 2
+# Limits of the web app, all here and all shown on the page. The CLI has none of them.
+MAX_UPLOAD_MB = 50  # uploads above this are refused by the server before any work is done
+MAX_VIDEO_SECONDS = 120  # longer videos are refused before decoding starts: use the CLI for those
+CONCURRENCY_LIMIT = 2  # CPU work is queued: at most this many requests run at once, the rest wait
+# Gradio's cached uploads and results: every 10 minutes, files older than 30 minutes are deleted.
+CACHE_CLEANUP = (600, 1800)
+# A video request's own working folder is deleted this many seconds after it returned.
+RESULT_FOLDER_SECONDS = 5
+LIMITS_TEXT = (
+    f"Limits: uploads up to {MAX_UPLOAD_MB} MB, videos up to {MAX_VIDEO_SECONDS} s; "
+    f"{CONCURRENCY_LIMIT} requests run at once, others wait in the queue."
+)
 
 
 class UploadedImage(gr.Image):
@@ -51,9 +61,11 @@ class UploadedImage(gr.Image):
             raise gr.Error(f"Cannot read {name}: not an image, or a format this tool cannot read.") from None
 
 
-def photo_input() -> UploadedImage:
+def photo_input(elem_id: str) -> UploadedImage:
     # image_mode=None: the file reaches fmblur.image_io untouched (16-bit, CMYK, EXIF rotation included).
-    return UploadedImage(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo")
+    return UploadedImage(
+        type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Photo", elem_id=elem_id
+    )
 
 
 def _load(path: str | None) -> np.ndarray:
@@ -132,6 +144,15 @@ def anonymize_video_file(
     """(anonymised MP4, summary markdown, per-frame tracks CSV)."""
     if not path:
         raise gr.Error("Upload a video first.")
+    try:
+        duration = video_duration(path)
+    except VideoReadError as error:
+        raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+    if duration > MAX_VIDEO_SECONDS:
+        raise gr.Error(
+            f"This video is {duration:.0f} s long; the web app takes up to {MAX_VIDEO_SECONDS} s. "
+            "Use `fmblur video` for longer footage."
+        )
     anonymizer = _anonymizer(detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale)
     try:
         options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
@@ -153,13 +174,19 @@ def anonymize_video_file(
             progress=report_progress,
         )
     except VideoReadError as error:
+        shutil.rmtree(out_dir, ignore_errors=True)
         raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     t = report.timings_ms
     summary = (
         f"**{report.frames} frames** ({report.duration_s:.1f} s at {report.input_fps:.1f} fps), "
         f"{report.faces_hidden} regions hidden, audio {report.audio} · **{report.processing_fps:.1f} fps overall** · "
         f"per frame: detect {t['detect']:.0f} ms, obfuscate {t['obfuscate']:.0f} ms, encode {t['encode']:.0f} ms"
     )
+    # Gradio copies the results into its own cache as soon as this returns; the request's folder then goes.
+    threading.Timer(RESULT_FOLDER_SECONDS, shutil.rmtree, args=(out_dir,), kwargs={"ignore_errors": True}).start()
     return str(report.output), summary, str(report.tracks_file)
 
 
@@ -203,15 +230,15 @@ def _pipeline_controls() -> list[gr.components.Component]:
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="fmblur: face anonymiser for masked faces") as app:
+    with gr.Blocks(title="fmblur: face anonymiser for masked faces", delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(
             "# fmblur\nHide every face (masked or not) in a photo or a video. Runs on this server's "
-            "CPU/GPU; nothing is uploaded anywhere else."
+            f"CPU/GPU; nothing is uploaded anywhere else.\n\n{LIMITS_TEXT}"
         )
         with gr.Tab("Anonymize"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    source = photo_input()
+                    source = photo_input("photo-input")
                     controls = _pipeline_controls()
                     run = gr.Button("Anonymize", variant="primary")
                 with gr.Column(scale=2):
@@ -225,13 +252,13 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    video_source = gr.Video(label="Video", sources=["upload"])
+                    video_source = gr.Video(label="Video", sources=["upload"], elem_id="video-input")
                     video_controls = _pipeline_controls()
                     tracking = gr.Checkbox(value=True, label="Track faces across frames (hold, look-back)")
                     detect_every = gr.Slider(1, 10, value=1, step=1, label="Detect every k-th frame")
                     run_video = gr.Button("Anonymize video", variant="primary")
                 with gr.Column(scale=2):
-                    video_result = gr.Video(label="Anonymized", interactive=False)
+                    video_result = gr.Video(label="Anonymized", interactive=False, height=480)
                     video_summary = gr.Markdown()
                     tracks = gr.File(label="Per-frame regions (CSV)", interactive=False)
             run_video.click(
@@ -243,7 +270,7 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    compare_source = photo_input()
+                    compare_source = photo_input("compare-input")
                     detector_a, threshold_a = _detector_controls("Detector A", "retinaface")
                     detector_b, threshold_b = _detector_controls("Detector B", "centerface")
                     compare = gr.Button("Compare", variant="primary")
@@ -267,6 +294,6 @@ def build_app() -> gr.Blocks:
 if __name__ == "__main__":
     build_app().launch(
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
-        max_file_size=MAX_UPLOAD,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
         show_error=True,
     )

