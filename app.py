@@ -10,7 +10,9 @@ import os
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 # Offline by design: no usage analytics calls home (set before gradio is imported).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,7 +22,7 @@ import numpy as np
 
 from fmblur.detectors import DetectorUnavailable, detector_class, detector_names
 from fmblur.draw import draw_faces
-from fmblur.image_io import ImageReadError, read_image
+from fmblur.image_io import ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, PipelineResult
@@ -35,7 +37,8 @@ MAX_VIDEO_SECONDS = 120  # longer videos are refused before decoding starts: use
 CONCURRENCY_LIMIT = 2  # CPU work is queued: at most this many requests run at once, the rest wait
 # Gradio's cached uploads and results: every 10 minutes, files older than 30 minutes are deleted.
 CACHE_CLEANUP = (600, 1800)
-# A video request's own working folder is deleted this many seconds after it returned.
+# A request's own working folder is deleted this many seconds after the request returned (by then Gradio
+# has copied the results into its cache).
 RESULT_FOLDER_SECONDS = 5
 LIMITS_TEXT = (
     f"Limits: uploads up to {MAX_UPLOAD_MB} MB, videos up to {MAX_VIDEO_SECONDS} s; "
@@ -109,6 +112,29 @@ def _timing_line(result: PipelineResult) -> str:
     )
 
 
+@contextmanager
+def request_folder() -> Iterator[Path]:
+    """A private working folder for one request's results, deleted shortly after the request returns.
+
+    Results are handed to Gradio as files, not arrays: Gradio writes arrays to a cache path named by their
+    content, in place, so two users getting the same picture at once could read a half-rewritten file.
+    Files are copied into its cache atomically, right after the handler returns.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="fmblur-request-"))
+    try:
+        yield folder
+    finally:
+        remove = threading.Timer(RESULT_FOLDER_SECONDS, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
+        remove.daemon = True
+        remove.start()
+
+
+def _png(image: np.ndarray, folder: Path, name: str) -> str:
+    path = folder / f"{name}.png"
+    write_image(image, path, "PNG")
+    return str(path)
+
+
 def anonymize_image(
     path: str | None,
     detector: str,
@@ -119,12 +145,17 @@ def anonymize_image(
     relative_kernel: bool,
     shape: str,
     mask_scale: float,
-) -> tuple[np.ndarray, np.ndarray, str]:
+) -> tuple[str, str, str]:
     """(original with detections drawn, anonymised image, summary markdown)."""
     image = _load(path)
     result = _anonymizer(detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale)(image)
     summary = f"**{len(result.faces)} face(s) hidden** with `{detector}` · {_timing_line(result)}"
-    return draw_faces(image, result.faces), result.image, summary
+    with request_folder() as folder:
+        return (
+            _png(draw_faces(image, result.faces), folder, "detections"),
+            _png(result.image, folder, "anonymized"),
+            summary,
+        )
 
 
 def anonymize_video_file(
@@ -158,41 +189,36 @@ def anonymize_video_file(
         options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
     except ValueError as error:
         raise gr.Error(str(error)) from None
-    out_dir = Path(tempfile.mkdtemp(prefix="fmblur-video-"))
     stem = Path(path).stem
 
     def report_progress(done: int, total: int | None) -> None:
         progress((done, total) if total else done, desc="Anonymising", unit="frames")
 
-    try:
-        report = anonymize_video(
-            path,
-            out_dir / f"{stem}.mp4",
-            anonymizer,
-            options,
-            tracks_file=out_dir / f"{stem}.tracks.csv",
-            progress=report_progress,
+    with request_folder() as folder:
+        try:
+            report = anonymize_video(
+                path,
+                folder / f"{stem}.mp4",
+                anonymizer,
+                options,
+                tracks_file=folder / f"{stem}.tracks.csv",
+                progress=report_progress,
+            )
+        except VideoReadError as error:
+            raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+        t = report.timings_ms
+        summary = (
+            f"**{report.frames} frames** ({report.duration_s:.1f} s at {report.input_fps:.1f} fps), "
+            f"{report.faces_hidden} regions hidden, audio {report.audio} · "
+            f"**{report.processing_fps:.1f} fps overall** · per frame: detect {t['detect']:.0f} ms, "
+            f"obfuscate {t['obfuscate']:.0f} ms, encode {t['encode']:.0f} ms"
         )
-    except VideoReadError as error:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    t = report.timings_ms
-    summary = (
-        f"**{report.frames} frames** ({report.duration_s:.1f} s at {report.input_fps:.1f} fps), "
-        f"{report.faces_hidden} regions hidden, audio {report.audio} · **{report.processing_fps:.1f} fps overall** · "
-        f"per frame: detect {t['detect']:.0f} ms, obfuscate {t['obfuscate']:.0f} ms, encode {t['encode']:.0f} ms"
-    )
-    # Gradio copies the results into its own cache as soon as this returns; the request's folder then goes.
-    threading.Timer(RESULT_FOLDER_SECONDS, shutil.rmtree, args=(out_dir,), kwargs={"ignore_errors": True}).start()
-    return str(report.output), summary, str(report.tracks_file)
+        return str(report.output), summary, str(report.tracks_file)
 
 
 def compare_detectors(
     path: str | None, detector_a: str, threshold_a: float, detector_b: str, threshold_b: float
-) -> tuple[np.ndarray, np.ndarray, str]:
+) -> tuple[str, str, str]:
     """Both detectors' faces drawn on the same image, with a timing table."""
     image = _load(path)
     rows = ["| detector | faces | detect ms | FPS |", "|---|---|---|---|"]
@@ -202,7 +228,8 @@ def compare_detectors(
         drawn.append(draw_faces(image, result.faces))
         detect_ms = result.timings_ms["detect"]
         rows.append(f"| {detector} | {len(result.faces)} | {detect_ms:.0f} | {1000 / max(detect_ms, 1e-3):.1f} |")
-    return drawn[0], drawn[1], "\n".join(rows)
+    with request_folder() as folder:
+        return _png(drawn[0], folder, "detector_a"), _png(drawn[1], folder, "detector_b"), "\n".join(rows)
 
 
 def default_threshold(detector: str) -> float:
@@ -244,7 +271,9 @@ def build_app() -> gr.Blocks:
                 with gr.Column(scale=2):
                     with gr.Row():
                         detections = gr.Image(label="Detections", format="png", interactive=False)
-                        anonymized = gr.Image(label="Anonymized", format="png", interactive=False)
+                        anonymized = gr.Image(
+                            label="Anonymized", format="png", interactive=False, elem_id="anonymized-output"
+                        )
                     summary = gr.Markdown()
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=source)
@@ -258,7 +287,7 @@ def build_app() -> gr.Blocks:
                     detect_every = gr.Slider(1, 10, value=1, step=1, label="Detect every k-th frame")
                     run_video = gr.Button("Anonymize video", variant="primary")
                 with gr.Column(scale=2):
-                    video_result = gr.Video(label="Anonymized", interactive=False, height=480)
+                    video_result = gr.Video(label="Anonymized", interactive=False, height=480, elem_id="video-output")
                     video_summary = gr.Markdown()
                     tracks = gr.File(label="Per-frame regions (CSV)", interactive=False)
             run_video.click(

@@ -43,3 +43,34 @@ def examples() -> list[Example]:
 def example(examples) -> Example:
     """One photo with masked and unmasked faces (maksssksksss5: 4 faces)."""
     return next(e for e in examples if e.path.stem == "maksssksksss5")
+
+
+# The web app, served on localhost by the tests ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def server_tmp(tmp_path_factory):
+    """The server's TMPDIR: its working folders and Gradio's cache live here, where the tests can look."""
+    return tmp_path_factory.mktemp("server_tmp")
+
+
+@pytest.fixture(scope="session")
+def app_server(server_tmp):
+    """`python app.py` on a free localhost port, working in the test's TMPDIR."""
+    from fmblur.bench.load import start_app, stop_app
+
+    server, url = start_app({"TMPDIR": str(server_tmp)})
+    yield server, url
+    stop_app(server)
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server) -> str:
+    return app_server[1]
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)

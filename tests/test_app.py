@@ -2,67 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
 from fmblur.image_io import read_image
 from tests.conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server_tmp(tmp_path_factory):
-    """The server's TMPDIR: its working folders and Gradio's cache live here, where the tests can look."""
-    return tmp_path_factory.mktemp("server_tmp")
-
-
-@pytest.fixture(scope="module")
-def app_url(server_tmp):
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(server_tmp))
-    server = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"app exited early:\n{server.stdout.read()}")
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("app did not start within 180 s")
-                time.sleep(1)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
-
-    return Client(app_url, verbose=False)
 
 
 def test_anonymize_request(client, example):
@@ -183,8 +130,18 @@ def test_video_request(client, tmp_path, server_tmp):
 
     clip = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
     video, summary, tracks = client.predict(
-        handle_file(str(clip)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
-        True, 1, api_name="/anonymize_video",
+        handle_file(str(clip)),
+        "retinaface",
+        0.5,
+        "detector",
+        "gaussian",
+        45,
+        True,
+        "ellipse",
+        1.3,
+        True,
+        1,
+        api_name="/anonymize_video",
     )
     path = video["video"] if isinstance(video, dict) else video
     with av.open(path) as result:
@@ -197,7 +154,7 @@ def test_video_request(client, tmp_path, server_tmp):
     # The request's own working folder is removed once the answer is out.
     time.sleep(7)
     assert (server_tmp / "gradio").is_dir(), "the server works in the test's TMPDIR"
-    assert not list(server_tmp.glob("fmblur-video-*"))
+    assert not list(server_tmp.glob("fmblur-request-*"))
 
 
 def test_limits_are_shown_and_a_too_long_video_is_refused(client, app_url, tmp_path):
@@ -225,6 +182,16 @@ def test_limits_are_shown_and_a_too_long_video_is_refused(client, app_url, tmp_p
             container.mux(packet)
     with pytest.raises(AppError, match="Use `fmblur video` for longer footage"):
         client.predict(
-            handle_file(str(long_video)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3,
-            True, 1, api_name="/anonymize_video",
+            handle_file(str(long_video)),
+            "retinaface",
+            0.5,
+            "detector",
+            "gaussian",
+            45,
+            True,
+            "ellipse",
+            1.3,
+            True,
+            1,
+            api_name="/anonymize_video",
         )

@@ -132,7 +132,10 @@ def test_lookback_covers_a_face_before_its_first_detection(tmp_path, clip_frames
 
 def test_detection_stride_still_covers_every_frame(tmp_path):
     report = anonymize_video(
-        CLIP, tmp_path / "stride.mp4", Anonymizer(obfuscation=RED), TrackingOptions(detect_every=3),
+        CLIP,
+        tmp_path / "stride.mp4",
+        Anonymizer(obfuscation=RED),
+        TrackingOptions(detect_every=3),
         tracks_file=tmp_path / "stride.json",
     )
     frames = decode(report.output)
@@ -168,32 +171,14 @@ def test_gif_and_image_sequence_inputs(tmp_path):
         assert result.streams.video[0].average_rate == 10 and result.streams.video[0].frames == 8
 
 
-@pytest.mark.parametrize("kind", ["text", "truncated", "empty", "audio_only", "no_frames"])
-def test_bad_videos_are_clear_errors_and_leave_nothing(tmp_path, kind):
+def test_empty_video_file_is_a_clear_error(tmp_path):
+    """Not-a-video, truncated, audio-only and zero-frame files are covered in test_bad_inputs.py."""
     path = tmp_path / "input.mp4"
-    if kind == "text":
-        path.write_text("this is not a video")
-    elif kind == "truncated":
-        path.write_bytes(CLIP.read_bytes()[:20000])
-    elif kind == "empty":
-        path.write_bytes(b"")
-    elif kind == "audio_only":
-        with av.open(str(path), "w", format="mp4") as container:
-            stream = container.add_stream("aac", rate=44100)
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 44100, 0
-            for packet in list(stream.encode(frame)) + list(stream.encode()):
-                container.mux(packet)
-    else:
-        with av.open(str(path), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=30)
-            stream.width = stream.height = 64
+    path.write_bytes(b"")
     out = tmp_path / "out"
-    with pytest.raises(VideoReadError) as error:
+    with pytest.raises(VideoReadError, match="input.mp4: empty file"):
         anonymize_video(path, out / "result.mp4", Anonymizer())
-    message = str(error.value)
-    assert "input.mp4" in message and "\n" not in message
-    assert not out.exists() or not any(out.iterdir()), "nothing half-written is left"
+    assert not out.exists()
 
 
 def test_cli_video_with_tracks(tmp_path, capsys):
@@ -219,7 +204,9 @@ def test_ctrl_c_leaves_no_output(tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "fmblur", "video", str(source), "-o", str(out), "--tracks", "json", "-q"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.iterdir())):
