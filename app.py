@@ -21,6 +21,7 @@ import gradio as gr  # noqa: E402
 import numpy as np
 
 from fmblur.detectors import DetectorUnavailable, detector_class, detector_names
+from fmblur.detectors.presets import MEASURED
 from fmblur.draw import draw_faces
 from fmblur.image_io import ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
@@ -236,8 +237,16 @@ def default_threshold(detector: str) -> float:
     return detector_class(detector).default_threshold
 
 
+def _detector_choices() -> list[str]:
+    """Presets first (recall-first is the default), then the single detectors."""
+    presets = [name for name in ("recall-first", "fast") if name in detector_names()]
+    return presets + [name for name in detector_names() if name not in presets]
+
+
 def _detector_controls(label: str, value: str) -> tuple[gr.Dropdown, gr.Slider]:
-    dropdown = gr.Dropdown(detector_names(), value=value, label=label)
+    dropdown = gr.Dropdown(_detector_choices(), value=value, label=label)
+    if MEASURED:
+        gr.Markdown(" · ".join(f"**{name}**: {text}" for name, text in MEASURED.items()))
     slider = gr.Slider(0.05, 0.99, value=default_threshold(value), step=0.01, label="Score threshold")
     # Each detector's scores live on its own scale: reset the threshold to its default on a switch.
     dropdown.change(default_threshold, dropdown, slider, api_visibility="private")

@@ -11,11 +11,20 @@ import numpy as np
 
 @dataclass
 class AnnotatedImage:
-    """An image path with its ground-truth face boxes (x1, y1, x2, y2 pixels) and a label per box."""
+    """An image path with its ground-truth face boxes (x1, y1, x2, y2 pixels) and a label per box.
+
+    attributes: per-box arrays (WIDER FACE's blur, occlusion, invalid flags...).
+    ignore: boxes that count neither as a miss nor, when detected, as a false positive (WIDER's invalid).
+    """
 
     path: Path
     boxes: np.ndarray  # (N, 4) float32
     labels: list[str] = field(default_factory=list)
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def ignore(self) -> np.ndarray:
+        return self.attributes.get("invalid", np.zeros(len(self.boxes), np.int64)).astype(bool)
 
 
 def read_voc(xml_path: str | Path, image_dir: str | Path | None = None) -> AnnotatedImage:
@@ -38,3 +47,28 @@ def read_voc(xml_path: str | Path, image_dir: str | Path | None = None) -> Annot
     filename = root.findtext("filename") or f"{xml_path.stem}.jpg"
     image_path = Path(image_dir) / filename if image_dir is not None else xml_path.with_name(filename)
     return AnnotatedImage(path=image_path, boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=labels)
+
+
+WIDER_FLAGS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+
+
+def read_wider(txt_path: str | Path, image_root: str | Path) -> list[AnnotatedImage]:
+    """WIDER FACE ground truth in its official txt format (path, count, then `x y w h` + 6 flags per face)."""
+    lines = Path(txt_path).read_text().split()
+    records, position = [], 0
+    while position < len(lines):
+        name = lines[position]
+        count = int(lines[position + 1])
+        position += 2
+        rows = max(count, 1)  # an image with no face still has one row of zeros
+        values = np.asarray(lines[position : position + rows * 10], np.float64).reshape(rows, 10)[:count]
+        position += rows * 10
+        boxes = values[:, :4].copy()
+        boxes[:, 2:] += boxes[:, :2]
+        flags = {flag: values[:, 4 + i].astype(np.int64) for i, flag in enumerate(WIDER_FLAGS)}
+        records.append(
+            AnnotatedImage(
+                path=Path(image_root) / name, boxes=boxes.astype(np.float32), labels=["face"] * count, attributes=flags
+            )
+        )
+    return records

@@ -60,7 +60,7 @@ def clip_frames() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def anonymised_clip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("video") / "clip.mp4"
-    anonymize_video(CLIP, out, Anonymizer())
+    anonymize_video(CLIP, out, Anonymizer("retinaface"))
     return out
 
 
@@ -108,10 +108,12 @@ def test_tracking_covers_frames_the_detector_misses(tmp_path, clip_frames):
     detector = create_detector("retinaface")
     frames_in = decode(source)
     assert all(len(detector.detect(frames_in[i])) == 0 for i in missed), "precondition: the detector misses"
-    with_tracking = decode(anonymize_video(source, tmp_path / "on.mp4", Anonymizer(obfuscation=RED)).output)
+    with_tracking = decode(
+        anonymize_video(source, tmp_path / "on.mp4", Anonymizer("retinaface", obfuscation=RED)).output
+    )
     without = decode(
         anonymize_video(
-            source, tmp_path / "off.mp4", Anonymizer(obfuscation=RED), TrackingOptions(enabled=False)
+            source, tmp_path / "off.mp4", Anonymizer("retinaface", obfuscation=RED), TrackingOptions(enabled=False)
         ).output
     )
     for i in missed:
@@ -123,10 +125,14 @@ def test_tracking_covers_frames_the_detector_misses(tmp_path, clip_frames):
 def test_lookback_covers_a_face_before_its_first_detection(tmp_path, clip_frames):
     source = write_clip(tmp_path / "late.mp4", darkened(clip_frames[:20], range(0, 3)))
     options = TrackingOptions(lookback=5, hold_frames=0)
-    output = decode(anonymize_video(source, tmp_path / "out.mp4", Anonymizer(obfuscation=RED), options).output)
+    output = decode(
+        anonymize_video(source, tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED), options).output
+    )
     assert all(red_share(frame) > 0.05 for frame in output)
     no_lookback = TrackingOptions(lookback=0, hold_frames=0)
-    output = decode(anonymize_video(source, tmp_path / "out0.mp4", Anonymizer(obfuscation=RED), no_lookback).output)
+    output = decode(
+        anonymize_video(source, tmp_path / "out0.mp4", Anonymizer("retinaface", obfuscation=RED), no_lookback).output
+    )
     assert red_share(output[0]) < 0.01
 
 
@@ -134,7 +140,7 @@ def test_detection_stride_still_covers_every_frame(tmp_path):
     report = anonymize_video(
         CLIP,
         tmp_path / "stride.mp4",
-        Anonymizer(obfuscation=RED),
+        Anonymizer("retinaface", obfuscation=RED),
         TrackingOptions(detect_every=3),
         tracks_file=tmp_path / "stride.json",
     )
@@ -147,7 +153,7 @@ def test_detection_stride_still_covers_every_frame(tmp_path):
 
 
 def test_time_range(tmp_path):
-    report = anonymize_video(CLIP, tmp_path / "cut.mp4", Anonymizer(), start=0.5, end=1.5)
+    report = anonymize_video(CLIP, tmp_path / "cut.mp4", Anonymizer("retinaface"), start=0.5, end=1.5)
     assert report.frames == 30
     with av.open(str(report.output)) as result:
         assert abs(result.duration / av.time_base - 1.0) < 0.1
@@ -158,7 +164,7 @@ def test_time_range(tmp_path):
 def test_gif_and_image_sequence_inputs(tmp_path):
     from PIL import Image
 
-    report = anonymize_video(SAMPLE_GIF, tmp_path / "gif.mp4", Anonymizer())
+    report = anonymize_video(SAMPLE_GIF, tmp_path / "gif.mp4", Anonymizer("retinaface"))
     assert report.frames == 35 and len(decode(report.output)) == 35 and report.audio == "none"
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -166,7 +172,7 @@ def test_gif_and_image_sequence_inputs(tmp_path):
         for index in range(8):
             gif.seek(index)
             gif.convert("RGB").save(folder / f"frame_{index:03d}.png")
-    report = anonymize_video(folder, tmp_path / "seq.mp4", Anonymizer(), sequence_fps=10)
+    report = anonymize_video(folder, tmp_path / "seq.mp4", Anonymizer("retinaface"), sequence_fps=10)
     with av.open(str(report.output)) as result:
         assert result.streams.video[0].average_rate == 10 and result.streams.video[0].frames == 8
 
@@ -177,7 +183,7 @@ def test_empty_video_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"")
     out = tmp_path / "out"
     with pytest.raises(VideoReadError, match="input.mp4: empty file"):
-        anonymize_video(path, out / "result.mp4", Anonymizer())
+        anonymize_video(path, out / "result.mp4", Anonymizer("retinaface"))
     assert not out.exists()
 
 

@@ -1,6 +1,6 @@
 """Face detectors behind one registry: `create_detector("retinaface", threshold=0.5)`."""
 
-from fmblur.detectors import centerface, mtcnn, retinaface  # noqa: F401  (each registers itself)
+from fmblur.detectors import centerface, ensemble, mtcnn, presets, retinaface  # noqa: F401  (each registers itself)
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
 from fmblur.detectors.registry import create_detector, detector_class, detector_names, register
 

