@@ -14,7 +14,10 @@ from fmblur.detectors.retinaface import RetinaFaceDetector
 
 # Measured by `fmblur eval` on the validation splits and `python -m fmblur.bench` (2-core CPU); shown in the
 # app next to the detector menu. Update them when the presets change.
-MEASURED: dict[str, str] = {}
+MEASURED: dict[str, str] = {
+    "recall-first": "recall 0.835 on face-mask val (best single detector 0.800), ~320 ms per 640x480 photo",
+    "fast": "recall 0.521 on face-mask val (small faces missed), 0.759 on WIDER val, ~17 ms per 640x480 photo",
+}
 
 
 @register("recall-first")
