@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fmblur.image_io import read_image
-from tests.conftest import REPO
+from tests.conftest import IMAGE_SETTINGS, REPO
 
 
 def test_anonymize_request(client, example):
@@ -17,14 +17,7 @@ def test_anonymize_request(client, example):
 
     drawn_path, result_path, summary = client.predict(
         handle_file(str(example.path)),
-        "retinaface",
-        0.5,
-        "detector",
-        "gaussian",
-        45,
-        True,
-        "ellipse",
-        1.3,
+        *IMAGE_SETTINGS,
         api_name="/anonymize",
     )
     result, _ = read_image(result_path)
@@ -61,14 +54,7 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
     with pytest.raises(AppError, match="Cannot read holiday.jpg"):
         client.predict(
             handle_file(str(bad)),
-            "retinaface",
-            0.5,
-            "detector",
-            "gaussian",
-            45,
-            True,
-            "ellipse",
-            1.3,
+            *IMAGE_SETTINGS,
             api_name="/anonymize",
         )
     truncated = tmp_path / "cut.jpg"
@@ -76,14 +62,7 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
     with pytest.raises(AppError, match="truncated or corrupt"):
         client.predict(
             handle_file(str(truncated)),
-            "retinaface",
-            0.5,
-            "detector",
-            "gaussian",
-            45,
-            True,
-            "ellipse",
-            1.3,
+            *IMAGE_SETTINGS,
             api_name="/anonymize",
         )
     # Still serving.
@@ -131,14 +110,7 @@ def test_video_request(client, tmp_path, server_tmp):
     clip = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
     video, summary, tracks = client.predict(
         handle_file(str(clip)),
-        "retinaface",
-        0.5,
-        "detector",
-        "gaussian",
-        45,
-        True,
-        "ellipse",
-        1.3,
+        *IMAGE_SETTINGS,
         True,
         1,
         api_name="/anonymize_video",
@@ -183,14 +155,7 @@ def test_limits_are_shown_and_a_too_long_video_is_refused(client, app_url, tmp_p
     with pytest.raises(AppError, match="Use `fmblur video` for longer footage"):
         client.predict(
             handle_file(str(long_video)),
-            "retinaface",
-            0.5,
-            "detector",
-            "gaussian",
-            45,
-            True,
-            "ellipse",
-            1.3,
+            *IMAGE_SETTINGS,
             True,
             1,
             api_name="/anonymize_video",

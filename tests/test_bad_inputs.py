@@ -15,7 +15,7 @@ from PIL import Image
 from fmblur.cli import main
 from fmblur.image_io import read_image
 from tests.bad_inputs import IMAGE_CASES, VFR_PTS, VIDEO_CASES
-from tests.conftest import REPO
+from tests.conftest import IMAGE_SETTINGS, REPO
 
 
 def leftovers(folder) -> list[str]:
@@ -128,14 +128,7 @@ def test_video_inputs_through_the_app(case, client, tmp_path):
     source = maker(tmp_path)
     arguments = (
         handle_file(str(source)),
-        "retinaface",
-        0.5,
-        "detector",
-        "gaussian",
-        45,
-        True,
-        "ellipse",
-        1.3,
+        *IMAGE_SETTINGS,
         True,
         1,
     )
