@@ -72,14 +72,18 @@ def photo_input(elem_id: str) -> UploadedImage:
     )
 
 
+def _without_server_path(error: Exception, path: str) -> str:
+    """The error's message with the server-side temporary path reduced to the uploaded file's name."""
+    return str(error).replace(str(path), Path(path).name)
+
+
 def _load(path: str | None) -> np.ndarray:
     if not path:
         raise gr.Error("Upload an image first (or pick an example).")
     try:
         image, _ = read_image(path)
     except ImageReadError as error:
-        # The message starts with the server-side temporary path; show the user only the file name.
-        raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+        raise gr.Error(f"Cannot read {_without_server_path(error, path)}") from None
     return image
 
 
@@ -179,7 +183,7 @@ def anonymize_video_file(
     try:
         duration = video_duration(path)
     except VideoReadError as error:
-        raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+        raise gr.Error(f"Cannot read {_without_server_path(error, path)}") from None
     if duration > MAX_VIDEO_SECONDS:
         raise gr.Error(
             f"This video is {duration:.0f} s long; the web app takes up to {MAX_VIDEO_SECONDS} s. "
@@ -206,7 +210,7 @@ def anonymize_video_file(
                 progress=report_progress,
             )
         except VideoReadError as error:
-            raise gr.Error(f"Cannot read {str(error).replace(str(path), Path(path).name)}") from None
+            raise gr.Error(f"Cannot read {_without_server_path(error, path)}") from None
         t = report.timings_ms
         summary = (
             f"**{report.frames} frames** ({report.duration_s:.1f} s at {report.input_fps:.1f} fps), "

@@ -194,7 +194,7 @@ class _Mp4Writer:
         self.container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
         self.fps = Fraction(fps).limit_denominator(100000) if fps > 0 else Fraction(25)
         self.video = None
-        self.audio_in, self.audio_out, self.audio_mode = audio, None, "none"
+        self.audio_out, self.audio_mode = None, "none"
         self._audio_offset: int | None = None
         # Audio that arrives before the first video frame waits: the MP4 header is written on the first
         # mux, and it must already list the video stream (which needs the frame size).

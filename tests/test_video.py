@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,6 +21,7 @@ from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import Anonymizer
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video
+from tests.bad_inputs import write_video
 from tests.conftest import REPO
 
 CLIP = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
@@ -33,19 +35,7 @@ def decode(path: Path) -> list[np.ndarray]:
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12"}
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_video(path, frames, list(range(len(frames))), Fraction(1, fps))
 
 
 def boxes(faces) -> tuple[np.ndarray, np.ndarray]:
