@@ -23,6 +23,8 @@ import numpy as np
 from fmblur.detectors import DetectorUnavailable, detector_class, detector_names
 from fmblur.detectors.presets import MEASURED
 from fmblur.draw import draw_faces
+from fmblur.identity import create_embedder
+from fmblur.identity.selection import build_selection
 from fmblur.image_io import ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
@@ -41,6 +43,10 @@ CACHE_CLEANUP = (600, 1800)
 # A request's own working folder is deleted this many seconds after the request returned (by then Gradio
 # has copied the results into its cache).
 RESULT_FOLDER_SECONDS = 5
+# Whom to hide: everyone (default), everyone except the people in the reference photos, or only them.
+EVERYONE = "Everyone"
+KEEP_REFERENCES = "Everyone except the reference people"
+ONLY_REFERENCES = "Only the reference people"
 LIMITS_TEXT = (
     f"Limits: uploads up to {MAX_UPLOAD_MB} MB, videos up to {MAX_VIDEO_SECONDS} s; "
     f"{CONCURRENCY_LIMIT} requests run at once, others wait in the queue."
@@ -96,6 +102,8 @@ def _anonymizer(
     relative_kernel: bool,
     shape: str,
     mask_scale: float,
+    people: str = EVERYONE,
+    references: list | None = None,
 ) -> Anonymizer:
     """The pipeline the controls describe; bad values and missing models become a message in the page."""
     try:
@@ -104,9 +112,25 @@ def _anonymizer(
         )
         anonymizer = Anonymizer(detector, landmarks, config, threshold=threshold)
         anonymizer.detector.load()
-    except (ValueError, DetectorUnavailable) as error:
+        if people != EVERYONE:
+            photos = [item[0] if isinstance(item, (tuple, list)) else item for item in references or []]
+            if not photos:
+                raise ValueError("Add at least one reference photo of the person to keep or hide.")
+            mode_name = "keep" if people == KEEP_REFERENCES else "only"
+            try:
+                anonymizer.selection = build_selection(mode_name, photos, anonymizer.detector)
+            except ValueError as error:
+                raise ValueError(_without_server_paths(error, photos)) from None
+    except (ValueError, DetectorUnavailable, RuntimeError) as error:
         raise gr.Error(str(error)) from None
     return anonymizer
+
+
+def _without_server_paths(error: Exception, paths: list[str]) -> str:
+    text = str(error)
+    for path in paths:
+        text = text.replace(str(path), Path(path).name)
+    return text
 
 
 def _timing_line(result: PipelineResult) -> str:
@@ -150,14 +174,29 @@ def anonymize_image(
     relative_kernel: bool,
     shape: str,
     mask_scale: float,
+    people: str = EVERYONE,
+    references: list | None = None,
+    privacy_meter: bool = True,
 ) -> tuple[str, str, str]:
-    """(original with detections drawn, anonymised image, summary markdown)."""
+    """(original with detections drawn, anonymised image, summary markdown with the privacy meter)."""
     image = _load(path)
-    result = _anonymizer(detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale)(image)
+    anonymizer = _anonymizer(
+        detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale, people, references
+    )
+    if privacy_meter:
+        anonymizer.privacy_meter = create_embedder("dlib")
+    result = anonymizer(image)
     summary = f"**{len(result.faces)} face(s) hidden** with `{detector}` · {_timing_line(result)}"
+    if anonymizer.selection is not None:
+        summary += f"\n\n{len(result.kept)} face(s) left visible by the reference photos"
+    if result.privacy is not None:
+        summary += (
+            f"\n\n**Privacy meter: {result.privacy.summary}** (dlib face embeddings; a face counts when its "
+            "blurred version is still picked out as its original among hundreds of other people)"
+        )
     with request_folder() as folder:
         return (
-            _png(draw_faces(image, result.faces), folder, "detections"),
+            _png(draw_faces(image, result.faces, kept=result.kept), folder, "detections"),
             _png(result.image, folder, "anonymized"),
             summary,
         )
@@ -173,6 +212,8 @@ def anonymize_video_file(
     relative_kernel: bool,
     shape: str,
     mask_scale: float,
+    people: str,
+    references: list | None,
     tracking: bool,
     detect_every: int,
     progress: gr.Progress = gr.Progress(),
@@ -189,7 +230,9 @@ def anonymize_video_file(
             f"This video is {duration:.0f} s long; the web app takes up to {MAX_VIDEO_SECONDS} s. "
             "Use `fmblur video` for longer footage."
         )
-    anonymizer = _anonymizer(detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale)
+    anonymizer = _anonymizer(
+        detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale, people, references
+    )
     try:
         options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
     except ValueError as error:
@@ -218,6 +261,8 @@ def anonymize_video_file(
             f"**{report.processing_fps:.1f} fps overall** · per frame: detect {t['detect']:.0f} ms, "
             f"obfuscate {t['obfuscate']:.0f} ms, encode {t['encode']:.0f} ms"
         )
+        if anonymizer.selection is not None:
+            summary += f"\n\n{len(report.kept_tracks)} track(s) left visible by the reference photos"
         return str(report.output), summary, str(report.tracks_file)
 
 
@@ -266,7 +311,13 @@ def _pipeline_controls() -> list[gr.components.Component]:
     kernel = gr.Slider(*KERNEL_RANGE, value=45, step=2, label="Fixed Gaussian kernel")
     shape = gr.Radio(list(SHAPES), value="ellipse", label="Shape")
     mask_scale = gr.Slider(1.0, 2.0, value=1.3, step=0.05, label="Mask scale")
-    return [detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale]
+    with gr.Accordion("Whom to hide", open=False):
+        people = gr.Radio([EVERYONE, KEEP_REFERENCES, ONLY_REFERENCES], value=EVERYONE, label="Hide")
+        references = gr.Gallery(
+            label="Reference photos (the largest face of each)", type="filepath", interactive=True,
+            file_types=["image"], columns=4, height=160,
+        )
+    return [detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale, people, references]
 
 
 def build_app() -> gr.Blocks:
@@ -280,6 +331,7 @@ def build_app() -> gr.Blocks:
                 with gr.Column(scale=1):
                     source = photo_input("photo-input")
                     controls = _pipeline_controls()
+                    privacy_meter = gr.Checkbox(value=True, label="Privacy meter (can a hidden face be recognised?)")
                     run = gr.Button("Anonymize", variant="primary")
                 with gr.Column(scale=2):
                     with gr.Row():
@@ -290,7 +342,12 @@ def build_app() -> gr.Blocks:
                     summary = gr.Markdown()
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=source)
-            run.click(anonymize_image, [source, *controls], [detections, anonymized, summary], api_name="anonymize")
+            run.click(
+                anonymize_image,
+                [source, *controls, privacy_meter],
+                [detections, anonymized, summary],
+                api_name="anonymize",
+            )
         with gr.Tab("Video"):
             with gr.Row():
                 with gr.Column(scale=1):

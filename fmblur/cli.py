@@ -18,7 +18,10 @@ from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, re
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
+from fmblur.face import LANDMARK_NAMES
 from fmblur.tracking import TrackingOptions
+from fmblur.train.landmarks import LandmarkTrainingConfig
+from fmblur.weights import MANIFEST
 from fmblur.video import VIDEO_SUFFIXES, VideoReadError, anonymize_video
 
 
@@ -93,6 +96,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--feather", type=float, default=defaults.feather, help="soft inner edge, fraction of region size"
     )
+    group = parser.add_argument_group("identity (dlib face embeddings)")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--keep", nargs="+", metavar="PHOTO", help="leave the people in these photos visible")
+    choice.add_argument("--only", nargs="+", metavar="PHOTO", help="hide only the people in these photos")
 
 
 def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
@@ -111,7 +118,17 @@ def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
     detector_options = {"threshold": args.thresh, "scale": args.scale, "flip": args.flip, "tile": args.tile}
     if args.upscale_to is not None:
         detector_options["upscale_to"] = args.upscale_to
-    return Anonymizer(args.detector, args.landmarks, obfuscation, **detector_options)
+    anonymizer = Anonymizer(args.detector, args.landmarks, obfuscation, **detector_options)
+    references = args.keep or args.only
+    if references:
+        from fmblur.identity.selection import build_selection
+
+        anonymizer.selection = build_selection("keep" if args.keep else "only", references, anonymizer.detector)
+    if getattr(args, "json", False) and not getattr(args, "no_privacy", False):
+        from fmblur.identity import create_embedder
+
+        anonymizer.privacy_meter = create_embedder("dlib")
+    return anonymizer
 
 
 @dataclass
@@ -213,7 +230,7 @@ def run_image(args: argparse.Namespace) -> int:
     try:
         anonymizer = anonymizer_from_args(args)
         anonymizer.detector.load()
-    except (ValueError, DetectorUnavailable) as error:
+    except (ValueError, DetectorUnavailable, RuntimeError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
     inputs, errors = collect_inputs(args.paths, out_dir, IMAGE_SUFFIXES)
@@ -235,6 +252,8 @@ def run_image(args: argparse.Namespace) -> int:
             written += 1
             faces_total += len(result.faces)
             progress.set_postfix(faces=faces_total)
+            if result.privacy is not None and not args.quiet:
+                tqdm.write(f"{job.source.name}: {result.privacy.summary}", file=sys.stderr)
         except ImageReadError as error:
             failed += 1
             tqdm.write(f"error: {error}", file=sys.stderr)
@@ -269,7 +288,7 @@ def run_video(args: argparse.Namespace) -> int:
         anonymizer = anonymizer_from_args(args)
         tracking = _tracking_from_args(args)
         anonymizer.detector.load()
-    except (ValueError, DetectorUnavailable) as error:
+    except (ValueError, DetectorUnavailable, RuntimeError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
     inputs, errors = collect_inputs(args.paths, out_dir, VIDEO_SUFFIXES, sequence_folders=True)
@@ -337,8 +356,62 @@ def _non_negative(text: str) -> float:
     return value
 
 
+LANDMARK_CACHE = Path("outputs/landmarks/faces")
+
+
+def _bar_factory(prefix: str = "") -> Callable[[str, int], Callable[[], None]]:
+    def factory(name: str, total: int) -> Callable[[], None]:
+        bar = tqdm(total=total, desc=f"{prefix}{name}", unit="it", disable=None)
+        return lambda: bar.update(1)
+
+    return factory
+
+
+def run_eval_landmarks(args: argparse.Namespace) -> int:
+    from fmblur.eval.landmarks import evaluate_landmarks, markdown_tables
+
+    data = args.data or ["fmd-val", "wider-val"]
+    try:
+        report = evaluate_landmarks(args.source, data, LANDMARK_CACHE, _bar_factory())
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output)
+    table = markdown_tables(report)
+    for suffix, text in ((".json", json.dumps(report, indent=2)), (".md", table)):
+        with atomic_target(out_dir / f"landmarks{suffix}") as temporary:
+            temporary.write_text(text)
+    print(table)
+    print(f"written: {out_dir / 'landmarks.json'}, {out_dir / 'landmarks.md'}", file=sys.stderr)
+    return 0
+
+
+def run_train_landmarks(args: argparse.Namespace) -> int:
+    from fmblur.train.landmarks import export, train
+
+    run_dir = Path(args.out)
+    if args.export:
+        digest = export(run_dir, Path(args.export), MANIFEST if Path(args.export).resolve().parent == MANIFEST.parent else None)
+        print(f"written {args.export} (sha256 {digest})")
+        return 0
+    config = LandmarkTrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, loss=args.loss,
+        points=tuple(args.points), augment=not args.no_augment, weights_backbone=args.weights_backbone,
+    )
+    try:
+        train(config, run_dir, LANDMARK_CACHE, log=lambda text: print(text, file=sys.stderr, flush=True),
+              progress_factory=_bar_factory())
+    except (ValueError, FileNotFoundError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from fmblur.eval.detection import evaluate, markdown_table, save_report
+
+    if args.what == "landmarks":
+        return run_eval_landmarks(args)
 
     transform = None
     if args.anonymized:
@@ -346,14 +419,9 @@ def run_eval(args: argparse.Namespace) -> int:
         anonymizer = Anonymizer()
         transform = lambda image: anonymizer(image).image  # noqa: E731
     out_dir = Path(args.output)
-    for data in args.data:
-
-        def progress_factory(name: str, total: int, data: str = data):
-            bar = tqdm(total=total, desc=f"{data}: {name}", unit="img", disable=None)
-            return lambda: bar.update(1)
-
+    for data in args.data or ["fmd-val"]:
         try:
-            report = evaluate(args.detector, data, transform=transform, progress_factory=progress_factory)
+            report = evaluate(args.detector, data, transform=transform, progress_factory=_bar_factory(f"{data}: "))
         except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
             print(f"fmblur: error: {error}", file=sys.stderr)
             return 2
@@ -370,7 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     image = commands.add_parser("image", help="anonymise image files or folders (recursive)")
     image.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     image.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results")
-    image.add_argument("--json", action="store_true", help="also write OUT_DIR/<stem>.json with faces and timings")
+    image.add_argument(
+        "--json", action="store_true", help="also write OUT_DIR/<stem>.json with faces, timings and privacy meter"
+    )
+    image.add_argument("--no-privacy", action="store_true", help="leave the privacy meter out of the JSON")
     image.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
     image.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_pipeline_arguments(image)
@@ -402,16 +473,46 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_arguments(video)
     video.set_defaults(run=run_video)
 
-    evaluation = commands.add_parser("eval", help="measure detectors on annotated faces")
+    evaluation = commands.add_parser(
+        "eval", help="measure detectors (default) or landmark sources on annotated faces",
+        description="fmblur eval [detectors] --detector ... | fmblur eval landmarks --source ...",
+    )
+    evaluation.add_argument(
+        "what", nargs="?", choices=("detectors", "landmarks"), default="detectors", help="what to measure"
+    )
+    evaluation.add_argument(
+        "--source", nargs="+", default=["resnet18", "dlib68"], choices=landmark_source_names(),
+        help="landmark sources (eval landmarks)",
+    )
     evaluation.add_argument(
         "--detector", nargs="+", default=detector_names(), choices=detector_names(), help="detectors or presets"
     )
     evaluation.add_argument(
-        "--data", nargs="+", default=["fmd-val"], help="fmd-val, wider-val, a folder of VOC XMLs or a WIDER txt"
+        "--data", nargs="+", default=None,
+        help="fmd-val, wider-val, a folder of VOC XMLs or a WIDER txt (default: fmd-val; landmarks: both val splits)",
     )
     evaluation.add_argument("--anonymized", action="store_true", help="evaluate on the images after fmblur")
     evaluation.add_argument("-o", "--output", default="outputs/eval", help="folder for JSON, markdown and PR PNG")
     evaluation.set_defaults(run=run_eval)
+
+    training = commands.add_parser("train", help="train the project's models (resumable, CPU or CUDA)")
+    models = training.add_subparsers(dest="model", required=True)
+    landmarks = models.add_parser("landmarks", help="the ResNet18 landmark regressor, distilled from RetinaFace + dlib")
+    defaults = LandmarkTrainingConfig()
+    landmarks.add_argument("--out", default="outputs/landmarks/resnet18", help="run folder (resumes if it exists)")
+    landmarks.add_argument("--epochs", type=int, default=defaults.epochs)
+    landmarks.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    landmarks.add_argument("--lr", type=float, default=defaults.learning_rate)
+    landmarks.add_argument("--loss", choices=("l2", "wing"), default=defaults.loss)
+    landmarks.add_argument(
+        "--points", nargs="+", choices=LANDMARK_NAMES, default=list(defaults.points), help="points to regress"
+    )
+    landmarks.add_argument("--no-augment", action="store_true", help="no box jitter or photometric augmentation")
+    landmarks.add_argument(
+        "--weights-backbone", choices=("imagenet",), default=None, help="start from ImageNet weights (downloads)"
+    )
+    landmarks.add_argument("--export", metavar="PT", help="write the run's model (fp16) here instead of training")
+    landmarks.set_defaults(run=run_train_landmarks)
     return parser
 
 

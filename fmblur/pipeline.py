@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,11 @@ from fmblur.detectors.base import as_rgb_uint8
 from fmblur.face import Face
 from fmblur.landmarks import LandmarkSource, create_landmark_source
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
+
+if TYPE_CHECKING:
+    from fmblur.identity import FaceEmbedder
+    from fmblur.identity.privacy import PrivacyReport
+    from fmblur.identity.selection import IdentitySelection
 
 # The recall-first preset (RetinaFace + CenterFace + MTCNN, fused): missing a face leaks an identity.
 DEFAULT_DETECTOR = "recall-first"
@@ -25,6 +31,8 @@ class PipelineResult:
     image: np.ndarray
     faces: list[Face]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    kept: list[Face] = field(default_factory=list)  # faces left visible by an identity selection
+    privacy: PrivacyReport | None = None
 
     @property
     def fps(self) -> float:
@@ -33,10 +41,15 @@ class PipelineResult:
 
     def to_json(self) -> dict:
         """The public JSON record (README, "JSON output"): keep it stable."""
-        return {
+        record = {
             "faces": [face.to_json() for face in self.faces],
             "timings_ms": {stage: round(ms, 2) for stage, ms in self.timings_ms.items()},
         }
+        if self.kept:
+            record["kept_faces"] = [face.to_json() for face in self.kept]
+        if self.privacy is not None:
+            record["privacy"] = self.privacy.to_json()
+        return record
 
 
 class Anonymizer:
@@ -47,32 +60,60 @@ class Anonymizer:
         detector: Detector | str = DEFAULT_DETECTOR,
         landmarks: LandmarkSource | str = DEFAULT_LANDMARKS,
         obfuscation: ObfuscationConfig | None = None,
+        selection: IdentitySelection | None = None,
+        privacy_meter: FaceEmbedder | None = None,
         **detector_options,
     ) -> None:
+        """selection: keep / hide only the people of reference photos; privacy_meter: an embedder to measure
+        how recognisable each hidden face stays (fmblur.identity)."""
         self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
         self.landmarks = create_landmark_source(landmarks) if isinstance(landmarks, str) else landmarks
         self.obfuscation = obfuscation if obfuscation is not None else ObfuscationConfig()
+        self.selection = selection
+        self.privacy_meter = privacy_meter
 
     def __call__(self, image: np.ndarray) -> PipelineResult:
-        return anonymize(image, self.detector, self.landmarks, self.obfuscation)
+        return anonymize(
+            image, self.detector, self.landmarks, self.obfuscation, self.selection, self.privacy_meter
+        )
 
 
 def anonymize(
-    image: np.ndarray, detector: Detector, landmarks: LandmarkSource, obfuscation: ObfuscationConfig
+    image: np.ndarray,
+    detector: Detector,
+    landmarks: LandmarkSource,
+    obfuscation: ObfuscationConfig,
+    selection: IdentitySelection | None = None,
+    privacy_meter: FaceEmbedder | None = None,
 ) -> PipelineResult:
     """Find every face in `image` (RGB uint8), add landmarks, hide the faces. The input is not modified."""
     image = as_rgb_uint8(image)
-    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    start = tick = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        timings[stage] = (now - tick) * 1000
+        tick = now
+
     faces = detector.detect(image)
-    detected = time.perf_counter()
+    lap("detect")
     faces = landmarks.apply(image, faces)
-    landmarked = time.perf_counter()
-    output = obfuscate(image, faces, obfuscation)
-    done = time.perf_counter()
-    timings = {
-        "detect": (detected - start) * 1000,
-        "landmarks": (landmarked - detected) * 1000,
-        "obfuscate": (done - landmarked) * 1000,
-        "total": (done - start) * 1000,
-    }
-    return PipelineResult(image=output, faces=faces, timings_ms=timings)
+    lap("landmarks")
+    hidden, kept = faces, []
+    if selection is not None:
+        decisions = selection.decide(image, faces)
+        hidden = [face for face, decision in zip(faces, decisions) if decision.hide]
+        kept = [face for face, decision in zip(faces, decisions) if not decision.hide]
+        lap("identity")
+    output = obfuscate(image, hidden, obfuscation)
+    lap("obfuscate")
+    report = None
+    if privacy_meter is not None:
+        from fmblur.identity.privacy import measure_privacy
+
+        report = measure_privacy(image, output, hidden, privacy_meter)
+        lap("privacy")
+    timings["total"] = (time.perf_counter() - start) * 1000
+    return PipelineResult(image=output, faces=hidden, timings_ms=timings, kept=kept, privacy=report)

@@ -61,6 +61,7 @@ class CoveredFace:
     face: Face
     track_id: int
     source: str  # "detected", "held" (track lost or between detections) or "lookback"
+    detected: Face | None = None  # the detector's own face (box not grown) when source is "detected"
 
 
 @dataclass
@@ -124,7 +125,7 @@ class FaceTracker:
     def update(self, faces: list[Face] | None) -> list[CoveredFace]:
         """Regions to hide in this frame. `faces` is None on frames the detector skipped (detect_every)."""
         if self._tracker is None:
-            return [CoveredFace(face, -1, "detected") for face in faces or []]
+            return [CoveredFace(face, -1, "detected", face) for face in faces or []]
         import supervision as sv
 
         detections = faces or []
@@ -145,7 +146,7 @@ class FaceTracker:
             box = np.asarray(face.box, np.float64)
             if track_id < 0:
                 padded = _grow(box, self.options.pad, np.zeros(2))
-                covered.append(CoveredFace(_with_box(face, padded), -1, "detected"))
+                covered.append(CoveredFace(_with_box(face, padded), -1, "detected", face))
                 continue
             seen.add(track_id)
             state = self._states.get(track_id)
@@ -158,7 +159,7 @@ class FaceTracker:
                 state.smoothed = alpha * box + (1 - alpha) * state.smoothed
                 state.last_face = face
             cover = _grow(_union(box, state.smoothed), self.options.pad, state.velocity)
-            covered.append(CoveredFace(_with_box(face, cover), track_id, "detected"))
+            covered.append(CoveredFace(_with_box(face, cover), track_id, "detected", face))
         # Tracks the detector lost (or skipped): cover their predicted box while they are held.
         for tracklet in self._tracker.tracks:
             track_id = int(tracklet.tracker_id)

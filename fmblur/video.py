@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from fmblur.atomic import atomic_target
+from fmblur.identity.tracks import TrackIdentities, link_untracked
 from fmblur.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from fmblur.obfuscate import obfuscate
 from fmblur.pipeline import Anonymizer
@@ -52,6 +53,7 @@ class VideoReport:
     seconds: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     tracks_file: Path | None = None
+    kept_tracks: list[int] = field(default_factory=list)  # tracks an identity selection left visible
 
     @property
     def processing_fps(self) -> float:
@@ -324,6 +326,7 @@ def anonymize_video(
         raise ValueError("end must be after start")
     output = Path(output)
     began = time.perf_counter()
+    kept_tracks: list[int] = []
     reader = open_source(source, sequence_fps)
     with ExitStack() as cleanup:
         cleanup.callback(reader.close)
@@ -347,43 +350,84 @@ def anonymize_video(
         counts = {"frames": 0, "faces": 0}
         timings = {"detect": 0.0, "landmarks": 0.0, "obfuscate": 0.0, "encode": 0.0}
         first_pts: list[int] = []  # timestamps restart at 0 in the output
+        # With an identity selection the video is read twice: once to track and decide every track from
+        # its best frames, once to write, so a decision never changes in the middle of a track.
+        passes = 1 if anonymizer.selection is None else 2
+        progress_total = None if total is None else total * passes
 
-        def emit(pending: PendingFrame) -> None:
-            frame: _Frame = pending.payload  # type: ignore[assignment]
+        def emit(frame: _Frame, index: int, covered: list[CoveredFace]) -> None:
+            if not first_pts:
+                first_pts.append(frame.pts)
             tick = time.perf_counter()
-            hidden = obfuscate(frame.image, [c.face for c in pending.covered], anonymizer.obfuscation)
+            hidden = obfuscate(frame.image, [c.face for c in covered], anonymizer.obfuscation)
             timings["obfuscate"] += time.perf_counter() - tick
             tick = time.perf_counter()
             writer.write_video(hidden, frame.pts - first_pts[0], frame.time_base)
             timings["encode"] += time.perf_counter() - tick
             if log is not None:
-                log.write(pending.index, frame.time - float(first_pts[0] * frame.time_base), pending.covered)
+                log.write(index, frame.time - float(first_pts[0] * frame.time_base), covered)
             counts["frames"] += 1
-            counts["faces"] += len(pending.covered)
+            counts["faces"] += len(covered)
             if progress is not None:
-                progress(counts["frames"], total)
+                progress(counts["frames"] + (passes - 1) * (total or 0), progress_total)
 
-        index = 0
-        for item in reader.frames(start, end):
-            if isinstance(item, av.Packet):
-                writer.write_audio(item, start or 0.0)
-                continue
-            if not first_pts:
-                first_pts.append(item.pts)
-            faces = None
-            if index % tracking.detect_every == 0:
-                tick = time.perf_counter()
-                faces = anonymizer.detector.detect(item.image)
-                detected = time.perf_counter()
-                faces = anonymizer.landmarks.apply(item.image, faces)
-                timings["detect"] += detected - tick
-                timings["landmarks"] += time.perf_counter() - detected
-            covered = tracker.update(faces)
-            for ready in buffer.push(PendingFrame(index, item, covered)):
-                emit(ready)
-            index += 1
-        for ready in buffer.flush():
-            emit(ready)
+        def analysed(items: Iterator[_Frame | av.Packet], observe=None) -> Iterator[PendingFrame | av.Packet]:
+            index = 0
+            for item in items:
+                if isinstance(item, av.Packet):
+                    yield item
+                    continue
+                faces = None
+                if index % tracking.detect_every == 0:
+                    tick = time.perf_counter()
+                    faces = anonymizer.detector.detect(item.image)
+                    detected = time.perf_counter()
+                    faces = anonymizer.landmarks.apply(item.image, faces)
+                    timings["detect"] += detected - tick
+                    timings["landmarks"] += time.perf_counter() - detected
+                covered = tracker.update(faces)
+                if observe is not None and faces is not None:
+                    observe(item.image, covered)
+                yield from buffer.push(PendingFrame(index, item, covered))
+                index += 1
+            yield from buffer.flush()
+
+        if anonymizer.selection is None:
+            for ready in analysed(reader.frames(start, end)):
+                if isinstance(ready, av.Packet):
+                    writer.write_audio(ready, start or 0.0)
+                else:
+                    emit(ready.payload, ready.index, ready.covered)  # type: ignore[arg-type]
+        else:
+            identities = TrackIdentities(anonymizer.selection)
+            plan: list[list[CoveredFace]] = []
+            for ready in analysed(reader.frames(start, end), identities.observe):
+                if isinstance(ready, PendingFrame):
+                    plan.append(ready.covered)
+                    if progress is not None:
+                        progress(len(plan), progress_total)
+            tick = time.perf_counter()
+            decisions = identities.decide()
+            timings["identity"] = time.perf_counter() - tick
+            linked = link_untracked(plan)
+            kept_tracks.extend(sorted(t for t, d in decisions.items() if not d.hide))
+            again = open_source(source, sequence_fps)
+            cleanup.callback(again.close)
+            index = 0
+            for item in again.frames(start, end):
+                if isinstance(item, av.Packet):
+                    writer.write_audio(item, start or 0.0)
+                    continue
+                if index >= len(plan):
+                    raise VideoReadError(f"{source}: the second reading gave more frames than the first")
+                hide = [
+                    c for c, track in zip(plan[index], linked[index]) if track < 0 or track not in decisions
+                    or decisions[track].hide
+                ]
+                emit(item, index, hide)
+                index += 1
+            if index != len(plan):
+                raise VideoReadError(f"{source}: the second reading gave fewer frames than the first")
         if counts["frames"] == 0:
             where = " in the requested time range" if start or end else ""
             raise VideoReadError(f"{source}: no video frames{where}")
@@ -403,4 +447,5 @@ def anonymize_video(
         seconds=elapsed,
         timings_ms=per_frame,
         tracks_file=Path(tracks_file) if tracks_file is not None else None,
+        kept_tracks=kept_tracks,
     )

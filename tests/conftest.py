@@ -12,9 +12,10 @@ from fmblur.datasets import read_voc
 from fmblur.image_io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
-# The app's /anonymize settings after the photo: detector, threshold, landmarks, mode, kernel,
-# relative kernel, shape, mask scale (RetinaFace: quick, and the tests' recall bars are set for it).
-IMAGE_SETTINGS = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3)
+# The app's /anonymize settings after the photo: detector, threshold, landmarks, mode, kernel, relative
+# kernel, shape, mask scale, whom to hide, reference photos (RetinaFace: quick, and the tests' recall bars
+# are set for it). /anonymize takes the privacy-meter switch after these (on when left out).
+IMAGE_SETTINGS = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3, "Everyone", None)
 EXAMPLES_DIR = REPO / "examples"
 
 

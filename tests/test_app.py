@@ -67,7 +67,8 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
         )
     # Still serving.
     _, result_path, _ = client.predict(
-        handle_file(str(example.path)), "mtcnn", 0.9, "none", "mosaic", 45, True, "box", 1.3, api_name="/anonymize"
+        handle_file(str(example.path)), "mtcnn", 0.9, "none", "mosaic", 45, True, "box", 1.3, "Everyone", None, False,
+        api_name="/anonymize",
     )
     assert read_image(result_path)[0].shape == example.image.shape
 

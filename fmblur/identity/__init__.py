@@ -1,0 +1,6 @@
+"""Face identity: embeddings, the privacy meter (can an anonymised face still be recognised?), and choosing
+whom to hide (keep or hide only the people in reference photos)."""
+
+from fmblur.identity.embedder import FaceEmbedder, create_embedder, embedder_names
+
+__all__ = ["FaceEmbedder", "create_embedder", "embedder_names"]

@@ -1,0 +1,1 @@
+"""Training commands (`fmblur train ...`): resumable CPU-friendly runs writing checkpoints under outputs/."""

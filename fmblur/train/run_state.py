@@ -1,0 +1,114 @@
+"""What every training run shares: resumable checkpoints, a per-epoch CSV, a PNG of the curves, and
+stopping cleanly at the next step on SIGTERM/Ctrl-C (the run then resumes from that step)."""
+
+from __future__ import annotations
+
+import csv
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fmblur.atomic import atomic_target
+
+CHECKPOINT = "last.pt"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+
+
+class StopRequested:
+    """Set by SIGTERM or SIGINT; the training loop checks it between steps, saves and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequested:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> Path:
+    """Atomically write the run's state (model, optimiser, scheduler, epoch, step, RNG) to run_dir/last.pt."""
+    target = run_dir / CHECKPOINT
+    with atomic_target(target) as temporary:
+        torch.save(state, temporary)
+    return target
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """The run's last state, or None for a new run. Tensors and plain containers only (weights_only=True)."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def append_history(run_dir: Path, row: dict[str, float]) -> None:
+    """One CSV row per epoch; the header comes from the first row."""
+    path = run_dir / HISTORY
+    new = not path.is_file()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / HISTORY
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def truncate_history(run_dir: Path, epochs_done: int) -> None:
+    """Drop rows of epochs the checkpoint does not include (the run stopped after logging, before saving)."""
+    rows = [row for row in read_history(run_dir) if row.get("epoch", 0) <= epochs_done]
+    path = run_dir / HISTORY
+    if path.is_file():
+        path.unlink()
+    for row in rows:
+        append_history(run_dir, {k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+
+
+def plot_history(run_dir: Path, title: str) -> Path | None:
+    """run_dir/curves.png: every logged column against the epoch, losses and metrics in separate panels."""
+    rows = read_history(run_dir)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [k for k in rows[0] if k != "epoch"]
+    losses = [k for k in columns if "loss" in k]
+    metrics = [k for k in columns if k not in losses and k not in ("lr", "seconds")]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [row["epoch"] for row in rows]
+    for axis, keys, label in ((axes[0], losses, "loss"), (axes[1], metrics, "validation")):
+        for key in keys:
+            axis.plot(epochs, [row.get(key, float("nan")) for row in rows], marker=".", label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(label)
+        if keys:
+            axis.legend()
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    target = run_dir / CURVES
+    with atomic_target(target, suffix=".png") as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    return target
