@@ -20,7 +20,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np
 
-from fmblur.detectors import DetectorUnavailable, detector_class, detector_names
+from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
+from fmblur.detectors.frcnn import FasterRCNNDetector, measured_ap50, train_command
 from fmblur.detectors.presets import MEASURED
 from fmblur.draw import draw_faces
 from fmblur.identity import create_embedder
@@ -286,16 +287,36 @@ def default_threshold(detector: str) -> float:
     return detector_class(detector).default_threshold
 
 
-def _detector_choices() -> list[str]:
-    """Presets first (recall-first is the default), then the single detectors."""
-    presets = [name for name in ("recall-first", "fast") if name in detector_names()]
-    return presets + [name for name in detector_names() if name not in presets]
+def _detector_choices() -> list[tuple[str, str]]:
+    """(label, name): presets first (recall-first is the default), then the single detectors whose weights
+    are here; the project's Faster R-CNN variants carry their measured val AP@.5 in the label."""
+    names = available_detector_names()
+    presets = [name for name in ("recall-first", "fast") if name in names]
+    ordered = presets + [name for name in names if name not in presets]
+    labels = []
+    for name in ordered:
+        cls = detector_class(name)
+        ap50 = measured_ap50(cls.backbone) if isinstance(cls, type) and issubclass(cls, FasterRCNNDetector) else None
+        labels.append((f"{name} (face-mask val AP@.5 {ap50:.2f})" if ap50 is not None else name, name))
+    return labels
+
+
+def _untrained_variants_note() -> str:
+    """The project's detectors without weights yet: listed (not selectable) with the command that trains them."""
+    missing = [name for name in detector_names() if name not in available_detector_names()]
+    if not missing:
+        return ""
+    rows = [f"~~{name}~~ not trained yet: `{train_command(detector_class(name).backbone)}`" for name in missing]
+    return "Unavailable: " + " · ".join(rows)
 
 
 def _detector_controls(label: str, value: str) -> tuple[gr.Dropdown, gr.Slider]:
     dropdown = gr.Dropdown(_detector_choices(), value=value, label=label)
     if MEASURED:
         gr.Markdown(" · ".join(f"**{name}**: {text}" for name, text in MEASURED.items()))
+    note = _untrained_variants_note()
+    if note:
+        gr.Markdown(note)
     slider = gr.Slider(0.05, 0.99, value=default_threshold(value), step=0.01, label="Score threshold")
     # Each detector's scores live on its own scale: reset the threshold to its default on a switch.
     dropdown.change(default_threshold, dropdown, slider, api_visibility="private")

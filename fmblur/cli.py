@@ -13,13 +13,15 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from fmblur.atomic import atomic_target
-from fmblur.detectors import DetectorUnavailable, detector_names
+from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_names
 from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
 from fmblur.face import LANDMARK_NAMES
 from fmblur.tracking import TrackingOptions
+from fmblur.detectors.frcnn import BACKBONES
+from fmblur.train.detector import DetectorTrainingConfig
 from fmblur.train.landmarks import LandmarkTrainingConfig
 from fmblur.weights import MANIFEST
 from fmblur.video import VIDEO_SUFFIXES, VideoReadError, anonymize_video
@@ -386,6 +388,28 @@ def run_eval_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval_privacy(args: argparse.Namespace) -> int:
+    from fmblur.eval import privacy
+
+    data = args.data or ["fmd-val", "wider-val"]
+    configs = privacy.settings(args.kernels or privacy.KERNELS, args.mask_scales or privacy.MASK_SCALES)
+    try:
+        report = privacy.evaluate_privacy(data, configs, progress_factory=_bar_factory())
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output)
+    table = privacy.markdown_table(report)
+    for suffix, text in ((".json", json.dumps(report, indent=2)), (".md", table)):
+        with atomic_target(out_dir / f"privacy{suffix}") as temporary:
+            temporary.write_text(text)
+    with atomic_target(out_dir / "privacy.png", suffix=".png") as temporary:
+        privacy.plot(report, temporary)
+    print(table)
+    print(f"written: {out_dir}/privacy.json, .md, .png", file=sys.stderr)
+    return 0
+
+
 def run_train_landmarks(args: argparse.Namespace) -> int:
     from fmblur.train.landmarks import export, train
 
@@ -407,11 +431,39 @@ def run_train_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_detector(args: argparse.Namespace) -> int:
+    from fmblur.train.detector import export, train
+
+    run_dir = Path(args.out or f"outputs/detector/{args.backbone}")
+    try:
+        if args.export:
+            print(json.dumps(export(run_dir, MANIFEST), indent=2))
+            return 0
+        options = {}
+        data_root = None
+        if args.config:
+            config_file = Path(args.config)
+            options["data"] = json.loads(config_file.read_text())
+            data_root = config_file.resolve().parent
+        config = DetectorTrainingConfig(
+            backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            sizes=tuple(args.sizes), augment=not args.no_augment, weights_backbone=args.weights_backbone, **options,
+        )
+        train(config, run_dir, log=lambda text: print(text, file=sys.stderr, flush=True),
+              progress_factory=_bar_factory(), data_root=data_root)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from fmblur.eval.detection import evaluate, markdown_table, save_report
 
     if args.what == "landmarks":
         return run_eval_landmarks(args)
+    if args.what == "privacy":
+        return run_eval_privacy(args)
 
     transform = None
     if args.anonymized:
@@ -478,14 +530,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="fmblur eval [detectors] --detector ... | fmblur eval landmarks --source ...",
     )
     evaluation.add_argument(
-        "what", nargs="?", choices=("detectors", "landmarks"), default="detectors", help="what to measure"
+        "what", nargs="?", choices=("detectors", "landmarks", "privacy"), default="detectors", help="what to measure"
+    )
+    evaluation.add_argument(
+        "--kernels", nargs="+", type=_odd_kernel, default=None, help="kernels of the privacy sweep (default 5..65)"
+    )
+    evaluation.add_argument(
+        "--mask-scales", nargs="+", type=float, default=None, help="mask scales of the privacy sweep (1.0 1.3 1.6)"
     )
     evaluation.add_argument(
         "--source", nargs="+", default=["resnet18", "dlib68"], choices=landmark_source_names(),
         help="landmark sources (eval landmarks)",
     )
     evaluation.add_argument(
-        "--detector", nargs="+", default=detector_names(), choices=detector_names(), help="detectors or presets"
+        "--detector", nargs="+", default=available_detector_names(), choices=detector_names(),
+        help="detectors or presets (default: all whose weights are here)"
     )
     evaluation.add_argument(
         "--data", nargs="+", default=None,
@@ -513,6 +572,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     landmarks.add_argument("--export", metavar="PT", help="write the run's model (fp16) here instead of training")
     landmarks.set_defaults(run=run_train_landmarks)
+
+    detector = models.add_parser("detector", help="a Faster R-CNN face detector (ResNet50-FPN, VGG16, MobileNetV3)")
+    defaults = DetectorTrainingConfig()
+    detector.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
+    detector.add_argument(
+        "--config", metavar="JSON", help='data: {"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, '
+        '{"wider": TXT, "images": DIR}, {"coco": JSON, "images": DIR}], "val": [...]}; paths relative to the file'
+    )
+    detector.add_argument("--out", default=None, help="run folder (default outputs/detector/<backbone>; resumes)")
+    detector.add_argument("--epochs", type=int, default=defaults.epochs)
+    detector.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    detector.add_argument("--lr", type=float, default=defaults.learning_rate)
+    detector.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)")
+    detector.add_argument("--no-augment", action="store_true", help="resize only")
+    detector.add_argument(
+        "--weights-backbone", choices=("imagenet",), default=None, help="start from ImageNet weights (downloads)"
+    )
+    detector.add_argument("--export", action="store_true", help="write weights/fasterrcnn_<backbone>.pt from the run")
+    detector.set_defaults(run=run_train_detector)
     return parser
 
 

@@ -72,3 +72,57 @@ def read_wider(txt_path: str | Path, image_root: str | Path) -> list[AnnotatedIm
             )
         )
     return records
+
+
+def read_coco(json_path: str | Path, image_dir: str | Path | None = None) -> list[AnnotatedImage]:
+    """COCO detection json: every annotation is a face box; its category name becomes the label and
+    `iscrowd` marks boxes to ignore (as WIDER's invalid)."""
+    import json
+
+    json_path = Path(json_path)
+    data = json.loads(json_path.read_text())
+    image_dir = Path(image_dir) if image_dir is not None else json_path.parent
+    categories = {c["id"]: c.get("name", "face") for c in data.get("categories", [])}
+    by_image: dict[int, list[dict]] = {}
+    for annotation in data.get("annotations", []):
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    records = []
+    for image in data.get("images", []):
+        annotations = by_image.get(image["id"], [])
+        boxes = np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        records.append(
+            AnnotatedImage(
+                path=image_dir / image["file_name"],
+                boxes=boxes,
+                labels=[categories.get(a.get("category_id"), "face") for a in annotations],
+                attributes={"invalid": np.array([int(a.get("iscrowd", 0)) for a in annotations], np.int64)},
+            )
+        )
+    return records
+
+
+def read_source(source: dict, data_root: Path | None = None) -> list[AnnotatedImage]:
+    """One entry of a training config's data list:
+    {"split": "fmd-train"} (a named split of fmblur.eval.detection.load_split),
+    {"voc": "annotations/", "images": "images/"}, {"wider": "gt.txt", "images": "images/"} or
+    {"coco": "instances.json", "images": "images/"}. Relative paths are relative to `data_root`."""
+
+    def path(key: str) -> Path | None:
+        if key not in source:
+            return None
+        value = Path(source[key])
+        return value if value.is_absolute() or data_root is None else data_root / value
+
+    if "split" in source:
+        from fmblur.eval.detection import load_split
+
+        return load_split(source["split"])
+    if "voc" in source:
+        return [read_voc(xml, path("images")) for xml in sorted(path("voc").glob("*.xml"))]
+    if "wider" in source:
+        wider = path("wider")
+        return read_wider(wider, path("images") or wider.parent / "images")
+    if "coco" in source:
+        return read_coco(path("coco"), path("images"))
+    raise ValueError(f"a data source needs one of split, voc, wider, coco: got {sorted(source)}")

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from fmblur.detectors import create_detector, detector_names
+from fmblur.detectors import available_detector_names, create_detector, detector_names
 from fmblur.image_io import read_image
 from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, Anonymizer
@@ -59,7 +59,7 @@ def benchmark(repeats: int, detectors: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fmblur.bench images", description=__doc__)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per cell (median reported)")
-    singles = [name for name in detector_names() if name not in ("ensemble", "recall-first", "fast")]
+    singles = [name for name in available_detector_names() if name not in ("ensemble", "recall-first", "fast")]
     parser.add_argument("--detectors", nargs="+", default=singles, choices=detector_names())
     args = parser.parse_args(argv)
     print(

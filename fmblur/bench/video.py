@@ -201,12 +201,12 @@ def checks_table(clips: list[Path], work: Path, detector: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fmblur.detectors import detector_names
+    from fmblur.detectors import available_detector_names, detector_names
 
     parser = argparse.ArgumentParser(
         prog="python -m fmblur.bench video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    singles = [name for name in detector_names() if name not in ("ensemble", "fast")]
+    singles = [name for name in available_detector_names() if name not in ("ensemble", "fast")]
     parser.add_argument("--detectors", nargs="+", default=singles, choices=detector_names())
     parser.add_argument("--no-deface", action="store_true", help="skip the deface comparison")
     parser.add_argument("--checks", action="store_true", help="flicker and leak tables instead of speed")

@@ -167,6 +167,11 @@ class Detector(ABC):
         self.tile_overlap = float(tile_overlap)
         self._loaded = False
 
+    @classmethod
+    def available(cls) -> bool:
+        """False when this detector's weights are not on this machine (a project model not trained yet)."""
+        return True
+
     @abstractmethod
     def _load(self) -> None:
         """Load the model. Raise DetectorUnavailable when its package or weights are missing."""

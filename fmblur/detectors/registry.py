@@ -26,6 +26,11 @@ def detector_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def available_detector_names() -> list[str]:
+    """Registered detectors whose weights are here (the project's untrained variants are left out)."""
+    return [name for name, cls in _REGISTRY.items() if cls.available()]
+
+
 def detector_class(name: str) -> type[Detector]:
     try:
         return _REGISTRY[name]

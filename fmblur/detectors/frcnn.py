@@ -1,0 +1,148 @@
+"""The project's own Faster R-CNN face detectors (the dissertation's stage 1), trained by `fmblur train detector`.
+
+Three backbones, torchvision's FasterRCNN with the dissertation's custom RPN: anchors 16-256 px, aspect
+ratios 0.5 / 1.0 / 1.5, two classes (background, face). Trained from scratch here (no pretrained weights
+offline): ResNet50 with GroupNorm, MobileNetV3 and VGG16 with trainable BatchNorm. `weights_backbone=
+"imagenet"` starts from torchvision's ImageNet weights instead (downloads; for users who are online).
+
+Resizing is left to fmblur (the Detector base class at inference, the augmentation at training), so the
+model's own transform only normalises and batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v3_large, resnet50, vgg16_bn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, torch_device
+from fmblur.detectors.registry import register
+from fmblur.weights import verify_file
+
+BACKBONES = ("mobilenet_v3", "resnet50", "vgg16")
+ANCHOR_SIZES = (16, 32, 64, 128, 256)
+ASPECT_RATIOS = (0.5, 1.0, 1.5)
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+CARDS = WEIGHTS_DIR / "fasterrcnn_cards.json"  # measured val AP@.5 per variant, written by the export step
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection transform without its resize: normalise and batch only."""
+
+    def resize(self, image, target=None):  # type: ignore[override]
+        return image, target
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels)
+
+
+def build_fasterrcnn(backbone: str, weights_backbone: str | None = None, **options) -> FasterRCNN:
+    """An untrained 2-class Faster R-CNN with the custom RPN. `options` go to torchvision's FasterRCNN
+    (e.g. fewer RPN proposals and sampled RoIs for cheaper CPU training)."""
+    pretrained = weights_backbone == "imagenet"
+    if weights_backbone not in (None, "imagenet"):
+        raise ValueError(f"weights_backbone must be None or 'imagenet', got {weights_backbone!r}")
+    if backbone == "mobilenet_v3":
+        net = mobilenet_v3_large(
+            weights="IMAGENET1K_V1" if pretrained else None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+        )
+        features = _mobilenet_extractor(net, True, 3 if pretrained else 6)
+        sizes = (ANCHOR_SIZES,) * 3
+        pool = None
+    elif backbone == "resnet50":
+        net = resnet50(weights="IMAGENET1K_V1" if pretrained else None, norm_layer=FrozenBatchNorm2d if pretrained else _group_norm)
+        features = _resnet_fpn_extractor(net, 3 if pretrained else 5)
+        sizes = tuple((size,) for size in ANCHOR_SIZES)
+        pool = None
+    elif backbone == "vgg16":
+        net = vgg16_bn(weights="IMAGENET1K_V1" if pretrained else None)
+        features = net.features[:-1]  # stride 16: the last max-pool would halve small faces again
+        features.out_channels = 512
+        sizes = (ANCHOR_SIZES,)
+        pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
+    else:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    anchors = AnchorGenerator(sizes, (ASPECT_RATIOS,) * len(sizes))
+    options = {"box_detections_per_img": 300, "box_score_thresh": 0.01, **options}
+    model = FasterRCNN(features, num_classes=2, rpn_anchor_generator=anchors, box_roi_pool=pool, **options)
+    model.transform = NoResizeTransform(
+        800, 1333, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], size_divisible=32
+    )
+    return model
+
+
+def weights_path(backbone: str) -> Path:
+    return WEIGHTS_DIR / f"fasterrcnn_{backbone}.pt"
+
+
+def train_command(backbone: str) -> str:
+    return f"fmblur train detector --backbone {backbone}"
+
+
+def measured_ap50(backbone: str) -> float | None:
+    """The variant's fmd-val AP@.5 from weights/fasterrcnn_cards.json, when it has been trained and measured."""
+    if not CARDS.is_file():
+        return None
+    value = json.loads(CARDS.read_text()).get(backbone, {}).get("fmd_val_ap50")
+    return None if value is None else float(value)
+
+
+@functools.cache
+def _load_model(backbone: str) -> FasterRCNN:
+    path = weights_path(backbone)
+    if not path.is_file():
+        raise DetectorUnavailable(f"frcnn_{backbone} has no trained weights at {path}; train it: {train_command(backbone)}")
+    verify_file(f"fasterrcnn_{backbone}", path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_fasterrcnn(backbone)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()})
+    return model.eval().to(torch_device())
+
+
+class FasterRCNNDetector(Detector):
+    backbone = ""
+    has_landmarks = False
+    default_threshold = 0.5
+    licence = "trained here on face-mask (CC0) and WIDER FACE (research use only) photos"
+
+    @classmethod
+    def available(cls) -> bool:
+        return weights_path(cls.backbone).is_file()
+
+    def _load(self) -> None:
+        self._model = _load_model(self.backbone)
+
+    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        with torch.inference_mode():
+            output = self._model([tensor.to(torch_device())])[0]
+        keep = output["scores"] >= min(threshold, 0.05)
+        return RawDetections(
+            boxes=output["boxes"][keep].cpu().numpy().astype(np.float32),
+            scores=output["scores"][keep].cpu().numpy().astype(np.float32),
+        )
+
+
+def _variant(backbone: str) -> type[FasterRCNNDetector]:
+    cls = type(
+        f"FasterRCNN_{backbone}",
+        (FasterRCNNDetector,),
+        {"backbone": backbone, "source": f"trained here: {train_command(backbone)}", "__doc__": f"Faster R-CNN, {backbone} backbone."},
+    )
+    return register(f"frcnn_{backbone}")(cls)
+
+
+for _backbone in BACKBONES:
+    _variant(_backbone)

@@ -1,0 +1,229 @@
+"""`fmblur train detector`: Faster R-CNN face detectors, from scratch on this CPU (or CUDA, with AMP).
+
+Resumable at any moment: the state (model, optimiser, schedule, position in the epoch) is saved every
+`save_every` steps and on SIGTERM/Ctrl-C; running the same command again continues from there. Each epoch
+appends losses and fmd-val metrics to history.csv and redraws curves.png (the validation split is only
+measured, never used to pick epochs or settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmblur.datasets import AnnotatedImage, read_source
+from fmblur.detectors.base import torch_device
+from fmblur.detectors.frcnn import BACKBONES, CARDS, FasterRCNNDetector, build_fasterrcnn, weights_path
+from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
+from fmblur.train.run_state import (
+    StopRequested,
+    append_history,
+    load_checkpoint,
+    plot_history,
+    save_checkpoint,
+    truncate_history,
+)
+
+DEFAULT_DATA = {"train": [{"split": "fmd-train"}, {"split": "wider-train"}], "val": [{"split": "fmd-val"}]}
+# Cheaper training, the usual way: fewer RPN proposals and fewer sampled anchors/RoIs per image.
+TRAINING_OPTIONS = {
+    "rpn_pre_nms_top_n_train": 1000,
+    "rpn_post_nms_top_n_train": 500,
+    "rpn_batch_size_per_image": 128,
+    "box_batch_size_per_image": 128,
+}
+VAL_UPSCALE_TO = 640  # inference size for the per-epoch validation (and the registry detectors' default)
+
+
+@dataclass
+class DetectorTrainingConfig:
+    backbone: str = "mobilenet_v3"
+    epochs: int = 24
+    batch_size: int = 2
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    save_every: int = 25
+    augment: bool = True
+    sizes: tuple[int, ...] = (320, 384, 448)
+    crop: int = 448
+    min_face: float = 8.0
+    weights_backbone: str | None = None
+    seed: int = 0
+    data: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_DATA)))
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        self.sizes = tuple(self.sizes)
+
+
+def load_records(sources: list[dict], data_root: Path | None = None) -> list[AnnotatedImage]:
+    records = [record for source in sources for record in read_source(source, data_root)]
+    missing = [r.path for r in records if not r.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} image(s) of the data config are missing, e.g. {missing[0]}")
+    return records
+
+
+class _InTraining(FasterRCNNDetector):
+    """A registry-style detector around the model being trained, for validation."""
+
+    backbone = "in-training"
+
+    def __init__(self, model, **options) -> None:
+        super().__init__(**options)
+        self._model = model
+        self._loaded = True
+
+    def _load(self) -> None:  # the model is already there
+        pass
+
+
+def validate(model, records: list[AnnotatedImage]) -> dict:
+    """AP@.5 (COCO), recall at IoU 0.5 at threshold 0.5, on `records`."""
+    from fmblur.eval.detection import Predictions, coco_metrics, operating_metrics
+    from fmblur.image_io import read_image
+
+    model.eval()
+    detector = _InTraining(model, threshold=0.05, upscale_to=VAL_UPSCALE_TO)
+    predictions = Predictions()
+    for record in records:
+        faces = detector.detect(read_image(record.path)[0])
+        predictions.boxes.append(np.array([f.box for f in faces], np.float64).reshape(-1, 4))
+        predictions.scores.append(np.array([f.score for f in faces], np.float64))
+    coco, _, _ = coco_metrics(records, predictions)
+    operating = operating_metrics(records, predictions, 0.5)
+    model.train()
+    return {"val_ap50": coco["AP@.5"], "val_ap": coco["AP@[.5:.95]"], "val_recall": operating["recall@0.5"]}
+
+
+def _learning_rate(config: DetectorTrainingConfig, step: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_factory=None, data_root=None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    state = load_checkpoint(run_dir)
+    if state is not None:
+        saved = json.loads(config_path.read_text())
+        if {**saved, "epochs": config.epochs, "sizes": list(config.sizes)} != {**asdict(config), "sizes": list(config.sizes)}:
+            raise ValueError(f"{run_dir} holds a run with another configuration ({config_path}); use a new --out")
+        config = DetectorTrainingConfig(**{**saved, "epochs": config.epochs})
+    config_path.write_text(json.dumps(asdict(config), indent=2))
+
+    train_records = load_records(config.data["train"], data_root)
+    val_records = load_records(config.data.get("val", []), data_root)
+    augment = AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment)
+    dataset = FaceDetectionDataset(train_records, augment)
+    device = torch_device()
+    torch.manual_seed(config.seed)
+    model = build_fasterrcnn(config.backbone, config.weights_backbone, **TRAINING_OPTIONS).to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    steps_per_epoch = len(dataset) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    epoch, step = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        epoch, step = int(state["epoch"]), int(state["step"])
+        truncate_history(run_dir, epoch)
+        log(f"run already has {epoch} epochs" if epoch >= config.epochs else f"resumed at epoch {epoch + 1}, step {step}")
+    log(f"{config.backbone}: {len(train_records)} training photos, {len(val_records)} validation photos, "
+        f"{steps_per_epoch} steps per epoch on {device.type}")
+
+    def snapshot() -> dict:
+        return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step}
+
+    model.train()
+    with StopRequested() as stop:
+        while epoch < config.epochs:
+            order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
+            bar = progress_factory(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch) if progress_factory else None
+            sums: dict[str, float] = {}
+            started, done_here = time.perf_counter(), 0
+            while step < steps_per_epoch:
+                if stop.requested:
+                    save_checkpoint(run_dir, snapshot())
+                    log(f"stopped at epoch {epoch + 1}, step {step}; run the same command to resume")
+                    return run_dir / "last.pt"
+                for group in optimiser.param_groups:
+                    group["lr"] = _learning_rate(config, epoch * steps_per_epoch + step, total_steps)
+                indices = order[step * config.batch_size : (step + 1) * config.batch_size]
+                images, targets = collate([dataset[int(i)] for i in indices])
+                images = [image.to(device) for image in images]
+                targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    losses = model(images, targets)
+                    loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}")
+                optimiser.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimiser)
+                torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+                scaler.step(optimiser)
+                scaler.update()
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + value.item()
+                step += 1
+                done_here += 1
+                if bar is not None:
+                    bar()
+                if step % config.save_every == 0:
+                    save_checkpoint(run_dir, snapshot())
+            metrics = validate(model, val_records) if val_records else {}
+            epoch, step = epoch + 1, 0
+            row = {"epoch": epoch, "loss": sum(sums.values()) / max(1, done_here)}
+            row.update({name: value / max(1, done_here) for name, value in sums.items()})
+            row.update(metrics)
+            row["lr"] = optimiser.param_groups[0]["lr"]
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            append_history(run_dir, row)
+            save_checkpoint(run_dir, snapshot())
+            plot_history(run_dir, f"Faster R-CNN {config.backbone}")
+            log(f"epoch {epoch}: loss {row['loss']:.4f}" + "".join(f", {k} {v:.4f}" for k, v in metrics.items()))
+    return run_dir / "last.pt"
+
+
+def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
+    """Write weights/fasterrcnn_<backbone>.pt (fp16 when AP@.5 drops by less than 0.005, else fp32), record its
+    SHA-256 in the manifest and its val AP@.5 in weights/fasterrcnn_cards.json."""
+    state = load_checkpoint(run_dir)
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir}")
+    config = DetectorTrainingConfig(**json.loads((run_dir / "config.json").read_text()))
+    model = build_fasterrcnn(config.backbone)
+    model.load_state_dict(state["model"])
+    val_records = load_records(config.data.get("val", []), data_root)
+    full = validate(model, val_records)
+    half_state = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half_state.items()})
+    half = validate(model, val_records)
+    use_half = full["val_ap50"] - half["val_ap50"] < 0.005
+    target = weights_path(config.backbone)
+    torch.save({"state_dict": half_state if use_half else state["model"], "epochs": int(state["epoch"])}, target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if manifest is not None:
+        entries = json.loads(manifest.read_text())
+        entries[f"fasterrcnn_{config.backbone}"] = {"source": f"trained here: fmblur train detector ({run_dir.name})", "sha256": digest}
+        manifest.write_text(json.dumps(entries, indent=2) + "\n")
+    cards = json.loads(CARDS.read_text()) if CARDS.is_file() else {}
+    cards[config.backbone] = {"fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4), "epochs": int(state["epoch"]),
+                              "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4)}
+    CARDS.write_text(json.dumps(cards, indent=2) + "\n")
+    return {"path": str(target), "sha256": digest, **cards[config.backbone]}

@@ -1,0 +1,112 @@
+"""Training data for the Faster R-CNN detectors: annotated photos -> augmented tensors and targets.
+
+Augmentation reproduces the dissertation's albumentations listing (motion blur, blur, brightness/contrast,
+colour jitter, gamma, fog, downscale, longest-max-size over several sizes, pad) plus horizontal flip, and
+adds native-scale random crops so the small faces of large WIDER photos are not shrunk away.
+Faces the detector should not be taught either way (WIDER's invalid boxes, faces smaller than `min_face`
+after augmentation) are painted over with the photo's mean colour: neither a face nor background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fmblur.datasets import AnnotatedImage
+from fmblur.image_io import read_image
+
+FACE, IGNORE = 1, 0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    sizes: tuple[int, ...] = (320, 384, 448)  # longest side after resizing, one chosen per sample
+    crop: int = 448  # native-scale crop side (the other half of the samples)
+    min_face: float = 8.0  # px, shorter side after augmentation; smaller faces are painted over
+    enabled: bool = True
+
+
+def build_augmentation(config: AugmentConfig):
+    import albumentations as A
+
+    size = max(config.sizes)
+    geometry = [
+        A.OneOf(
+            [
+                A.OneOf([A.LongestMaxSize(max_size=s) for s in config.sizes], p=1.0),
+                A.RandomCrop(config.crop, config.crop, pad_if_needed=True, fill=0, p=1.0),
+            ],
+            p=1.0,
+        ),
+        A.PadIfNeeded(min_height=min(config.sizes), min_width=min(config.sizes), fill=0),
+        A.HorizontalFlip(p=0.5),
+    ]
+    photometric = [
+        A.OneOf([A.MotionBlur(blur_limit=(3, 9)), A.Blur(blur_limit=(3, 5)), A.GaussianBlur(blur_limit=(3, 7))], p=0.3),
+        A.RandomBrightnessContrast(p=0.4),
+        A.ColorJitter(p=0.2),
+        A.RandomGamma(p=0.2),
+        A.RandomFog(p=0.03),
+        A.Downscale(scale_range=(0.4, 0.8), p=0.15),
+    ]
+    if not config.enabled:
+        geometry, photometric = [A.LongestMaxSize(max_size=size)], []
+    return A.Compose(
+        geometry + photometric,
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["kinds"], min_visibility=0.4, clip=True),
+    )
+
+
+def paint_over(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Fill `boxes` with the image's mean colour (in place) and return the image."""
+    if len(boxes):
+        colour = image.reshape(-1, 3).mean(axis=0).astype(image.dtype)
+        height, width = image.shape[:2]
+        for x1, y1, x2, y2 in boxes:
+            left, top = int(max(0, np.floor(x1))), int(max(0, np.floor(y1)))
+            right, bottom = int(min(width, np.ceil(x2))), int(min(height, np.ceil(y2)))
+            image[top:bottom, left:right] = colour
+    return image
+
+
+class FaceDetectionDataset(torch.utils.data.Dataset):
+    """(image tensor CHW float 0..1, {"boxes": (N, 4), "labels": (N,) of 1}) per photo."""
+
+    def __init__(self, records: list[AnnotatedImage], config: AugmentConfig) -> None:
+        self.records = records
+        self.config = config
+        self.transform = build_augmentation(config)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The augmented RGB image and its face boxes (float32 (N, 4))."""
+        record = self.records[index]
+        image = read_image(record.path)[0]
+        height, width = image.shape[:2]
+        boxes = record.boxes.copy()
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+        valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        kinds = np.where(record.ignore, IGNORE, FACE)[valid]
+        result = self.transform(image=image, bboxes=boxes[valid], kinds=kinds)
+        image = np.ascontiguousarray(result["image"])
+        boxes = np.asarray(result["bboxes"], np.float32).reshape(-1, 4)
+        kinds = np.asarray(result["kinds"], np.int64)
+        small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < self.config.min_face
+        ignored = (kinds == IGNORE) | small
+        paint_over(image, boxes[ignored])
+        return image, boxes[~ignored]
+
+    def __getitem__(self, index: int):
+        image, boxes = self.sample(index)
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+        target = {"boxes": torch.from_numpy(boxes), "labels": torch.ones(len(boxes), dtype=torch.int64)}
+        return tensor, target
+
+
+def collate(batch):
+    return tuple(zip(*batch))
