@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
-
 from fmblur.detectors.base import Detector
+from fmblur.registry import Registry
 
-DetectorType = TypeVar("DetectorType", bound=type[Detector])
-
-_REGISTRY: dict[str, type[Detector]] = {}
-
-
-def register(name: str) -> Callable[[DetectorType], DetectorType]:
-    def decorate(cls: DetectorType) -> DetectorType:
-        if name in _REGISTRY:
-            raise ValueError(f"detector {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+_REGISTRY: Registry[Detector] = Registry("detector")
+register = _REGISTRY.register
 
 
 def detector_names() -> list[str]:
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def available_detector_names() -> list[str]:
@@ -32,10 +19,7 @@ def available_detector_names() -> list[str]:
 
 
 def detector_class(name: str) -> type[Detector]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+    return _REGISTRY.get(name)
 
 
 def create_detector(name: str, **options) -> Detector:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import numpy as np
 
 from fmblur.face import Face
+from fmblur.registry import Registry
 
 
 class FaceEmbedder(ABC):
@@ -42,32 +43,18 @@ class FaceEmbedder(ABC):
         return np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1)
 
 
-EmbedderType = TypeVar("EmbedderType", bound=type[FaceEmbedder])
-_REGISTRY: dict[str, type[FaceEmbedder]] = {}
-
-
-def register(name: str) -> Callable[[EmbedderType], EmbedderType]:
-    def decorate(cls: EmbedderType) -> EmbedderType:
-        if name in _REGISTRY:
-            raise ValueError(f"embedder {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+_REGISTRY: Registry[FaceEmbedder] = Registry("embedder")
+register = _REGISTRY.register
 
 
 def embedder_names() -> list[str]:
     _load_builtin()
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_embedder(name: str = "dlib") -> FaceEmbedder:
     _load_builtin()
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown embedder {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+    return _REGISTRY.get(name)()
 
 
 def _load_builtin() -> None:

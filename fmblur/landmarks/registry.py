@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 import numpy as np
 
 from fmblur.face import Face
+from fmblur.registry import Registry
 
 
 class LandmarkSource(ABC):
@@ -18,27 +19,13 @@ class LandmarkSource(ABC):
         """The same faces, in the same order, with this source's landmarks (None where it has none)."""
 
 
-SourceType = TypeVar("SourceType", bound=type[LandmarkSource])
-_REGISTRY: dict[str, type[LandmarkSource]] = {}
-
-
-def register(name: str) -> Callable[[SourceType], SourceType]:
-    def decorate(cls: SourceType) -> SourceType:
-        if name in _REGISTRY:
-            raise ValueError(f"landmark source {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+_REGISTRY: Registry[LandmarkSource] = Registry("landmark source")
+register = _REGISTRY.register
 
 
 def landmark_source_names() -> list[str]:
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_landmark_source(name: str) -> LandmarkSource:
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown landmark source {name!r}; choose one of: {', '.join(_REGISTRY)}") from None
+    return _REGISTRY.get(name)()

@@ -16,6 +16,7 @@ import torch
 
 from fmblur.datasets import AnnotatedImage
 from fmblur.image_io import read_image
+from fmblur.train.augment import Photometric
 
 FACE, IGNORE = 1, 0
 
@@ -43,18 +44,11 @@ def build_augmentation(config: AugmentConfig):
         A.PadIfNeeded(min_height=min(config.sizes), min_width=min(config.sizes), fill=0),
         A.HorizontalFlip(p=0.5),
     ]
-    photometric = [
-        A.OneOf([A.MotionBlur(blur_limit=(3, 9)), A.Blur(blur_limit=(3, 5)), A.GaussianBlur(blur_limit=(3, 7))], p=0.3),
-        A.RandomBrightnessContrast(p=0.4),
-        A.ColorJitter(p=0.2),
-        A.RandomGamma(p=0.2),
-        A.RandomFog(p=0.03),
-        A.Downscale(scale_range=(0.4, 0.8), p=0.15),
-    ]
+    colour = Photometric().transforms()
     if not config.enabled:
-        geometry, photometric = [A.LongestMaxSize(max_size=size)], []
+        geometry, colour = [A.LongestMaxSize(max_size=size)], []
     return A.Compose(
-        geometry + photometric,
+        geometry + colour,
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["kinds"], min_visibility=0.4, clip=True),
     )
 

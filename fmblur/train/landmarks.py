@@ -29,6 +29,7 @@ from fmblur.landmarks.resnet18 import (
     to_tensor,
     warp_crop,
 )
+from fmblur.train.augment import Photometric
 from fmblur.train.landmark_data import AGREEMENT, LandmarkSet, cached_faces, inter_ocular
 from fmblur.train.run_state import (
     StopRequested,
@@ -59,21 +60,15 @@ class LandmarkTrainingConfig:
 
 
 def _photometric():
-    """The dissertation's augmentation listing, on the face crop (geometry is done by the box jitter)."""
+    """The dissertation's listing on the face crop (geometry is done by the box jitter), with stronger blur:
+    the model must find landmarks on blurred faces too."""
     import albumentations as A
 
-    return A.Compose(
-        [
-            A.OneOf([A.MotionBlur(blur_limit=(3, 9)), A.Blur(blur_limit=(3, 7)), A.GaussianBlur(blur_limit=(3, 15))], p=0.4),
-            A.RandomBrightnessContrast(p=0.5),
-            A.ColorJitter(p=0.3),
-            A.RandomGamma(p=0.3),
-            A.RandomFog(p=0.05),
-            A.Downscale(scale_range=(0.25, 0.75), p=0.25),
-            A.ToGray(p=0.1),
-            A.ImageCompression(quality_range=(30, 95), p=0.3),
-        ]
+    strengths = Photometric(
+        max_box_blur=7, max_gaussian_blur=15, blur_p=0.4, brightness_contrast_p=0.5, colour_p=0.3, fog_p=0.05,
+        downscale=(0.25, 0.75), downscale_p=0.25,
     )
+    return A.Compose(strengths.transforms() + [A.ToGray(p=0.1), A.ImageCompression(quality_range=(30, 95), p=0.3)])
 
 
 def jittered_crop(
