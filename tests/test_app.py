@@ -32,6 +32,35 @@ def test_anonymize_request(client, example):
     assert np.all(result == example.image, axis=2).mean() > 0.6
 
 
+def test_keep_a_reference_person_and_the_privacy_meter(client, examples, tmp_path):
+    """A reference photo in the gallery keeps that man's face visible; the meter reports on the others."""
+    import cv2
+    from gradio_client import handle_file
+
+    from fmblur.detectors import create_detector
+
+    example = next(e for e in examples if e.path.stem == "maksssksksss83")
+    face = max(create_detector("retinaface").detect(example.image), key=lambda f: f.width)
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    reference = tmp_path / "reference.jpg"
+    cv2.imwrite(str(reference), cv2.cvtColor(example.image[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40], cv2.COLOR_RGB2BGR))
+    settings = list(IMAGE_SETTINGS)
+    settings[-2:] = ["Everyone except the reference people", [{"image": handle_file(str(reference)), "caption": None}]]
+    _, result_path, summary = client.predict(handle_file(str(example.path)), *settings, True, api_name="/anonymize")
+    result, _ = read_image(result_path)
+    assert "1 face(s) left visible" in summary
+    hidden = int(re.search(r"(\d+) face\(s\) hidden", summary).group(1))
+    assert re.search(rf"Privacy meter: 0 of {hidden} faces re-identifiable", summary), summary
+    inner = (slice(y1 + 5, y2 - 5), slice(x1 + 5, x2 - 5))
+    assert np.array_equal(result[inner], example.image[inner])
+    # No face in a reference photo: a message in the page, the app stays up.
+    blank = tmp_path / "wall.png"
+    cv2.imwrite(str(blank), np.full((120, 120, 3), 200, np.uint8))
+    settings[-1] = [{"image": handle_file(str(blank)), "caption": None}]
+    with pytest.raises(Exception, match="no face found in the reference photo"):
+        client.predict(handle_file(str(example.path)), *settings, True, api_name="/anonymize")
+
+
 def test_compare_request(client, example):
     from gradio_client import handle_file
 

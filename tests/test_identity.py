@@ -153,3 +153,19 @@ def test_video_decides_once_per_track(tmp_path, detector):
             assert max(difference) < 4, difference
         else:
             assert min(difference) > 8, difference
+
+
+def test_uncertainty_never_unhides_a_face(examples, reference, detector):
+    """The reference person is hidden all the same when too small to recognise or without landmarks."""
+    path, reference_face = reference
+    example = next(e for e in examples if e.path.stem == "maksssksksss83")
+    keep = build_selection("keep", [path], detector)
+    assert not keep.decide(example.image, [reference_face])[0].hide
+    assert keep.decide(example.image, [reference_face.with_landmarks(None)])[0].hide
+    small = cv2.resize(example.image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    tiny_face = max(detector.detect(small), key=lambda f: f.width)
+    assert tiny_face.width < keep.embedder.min_face
+    decision = keep.decide(small, [tiny_face])[0]
+    assert decision.hide and decision.reason.startswith("unsure")
+    only = build_selection("only", [path], detector)
+    assert only.decide(small, [tiny_face])[0].hide

@@ -211,6 +211,7 @@ class Detector(ABC):
     def detect_raw(self, image: np.ndarray) -> RawDetections:
         """All views this detector is set to look at (full frame, extra scales, mirror, tiles), merged,
         in the image's pixels and before the threshold."""
+        self.load()
         views = [self._detect_view(image, self.scale)]
         for extra in self.extra_scales:
             views.append(self._detect_view(image, extra))
