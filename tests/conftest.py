@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmblur.bench.load import APP_SETTINGS
 from fmblur.datasets import read_voc
 from fmblur.image_io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
-# The app's /anonymize settings after the photo: detector, threshold, landmarks, mode, kernel, relative
-# kernel, shape, mask scale, whom to hide, reference photos (RetinaFace: quick, and the tests' recall bars
-# are set for it). /anonymize takes the privacy-meter switch after these (on when left out).
-IMAGE_SETTINGS = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3, "Everyone", None)
+# The app's settings after the photo (see fmblur.bench.load.APP_SETTINGS; the tests' recall bars suit RetinaFace).
+IMAGE_SETTINGS = APP_SETTINGS
 EXAMPLES_DIR = REPO / "examples"
 
 

@@ -28,6 +28,12 @@ EXAMPLE = REPO / "examples" / "maksssksksss5.jpg"
 CLIP = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
 
 
+# The app's photo/video settings after the file, in its handlers' order: detector, threshold, landmarks,
+# mode, kernel, relative kernel, shape, mask scale, whom to hide, reference photos. RetinaFace: quick.
+# /anonymize takes the privacy-meter switch after these (on when left out); /anonymize_video tracking and
+# detection stride.
+APP_SETTINGS = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3, "Everyone", None)
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -131,7 +137,7 @@ def run_load(url: str, server_pid: int, users: int = 8, rounds: int = 3, with_vi
     boxes = read_voc(EXAMPLE.with_suffix(".xml")).boxes
     report = LoadReport()
     lock = threading.Lock()
-    image_args = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3)
+    image_args = APP_SETTINGS
 
     def record(kind: str, started: float, problem: str | None) -> None:
         with lock:
@@ -156,7 +162,9 @@ def run_load(url: str, server_pid: int, users: int = 8, rounds: int = 3, with_vi
         if with_video:
             started = time.perf_counter()
             try:
-                video, _, _ = client.predict(handle_file(str(CLIP)), *image_args, True, 1, api_name="/anonymize_video")
+                video, _, _ = client.predict(
+                    handle_file(str(CLIP)), *image_args, True, 1, api_name="/anonymize_video"
+                )
                 record("video", started, _check_video(video["video"] if isinstance(video, dict) else video, 60))
             except Exception as error:
                 record("video", started, f"{type(error).__name__}: {error}")

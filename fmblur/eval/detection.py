@@ -222,14 +222,14 @@ def markdown_table(report: dict) -> str:
         f"{report['data']} ({report['images']} images)",
         "",
         "| detector | faces | recall@0.5 | recall@0.3 | FP/image | recall@0.5 at <=0.5 FP/image (threshold) "
-        "| AP@.5 | AP@[.5:.95] | ms/image |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| AP@.5 | AP@.75 | AP@[.5:.95] | ms/image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in report["detectors"].items():
         lines.append(
             f"| {name} (t={m['threshold']:.2f}) | {m['faces']} | {m['recall@0.5']:.3f} | {m['recall@0.3']:.3f} "
             f"| {m['fp_per_image']:.2f} | {m['at_fp_budget']['recall@0.5']:.3f} ({m['at_fp_budget']['threshold']:.2f}) "
-            f"| {m['AP@.5']:.3f} | {m['AP@[.5:.95]']:.3f} | {m['ms_per_image']:.0f} |"
+            f"| {m['AP@.5']:.3f} | {m['AP@.75']:.3f} | {m['AP@[.5:.95]']:.3f} | {m['ms_per_image']:.0f} |"
         )
     groups = sorted({g for m in report["detectors"].values() for g in m["recall_by_group"]})
     if groups:
