@@ -13,9 +13,10 @@ from fmblur.landmarks.dlib68 import predict_68, reduce_68_to_5
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
 
 SOURCES = ("detector", "dlib68", "resnet18")
-# Measured 2026-11-22 on the 21 RetinaFace faces of the examples (the teachers' mean as reference, faces
-# where RetinaFace and dlib agree within 0.25 inter-ocular distances): see test_resnet18_close_to_its_teachers.
-RESNET18_NME_BAR = 0.15
+# Measured 2026-11-22 with the shipped weights on the 19 faces of the examples where RetinaFace and dlib
+# agree within 0.25 inter-ocular distances: mean NME 0.086 against the teachers' mean (worst face 0.13;
+# fp16 and fp32 weights give the same figure).
+RESNET18_NME_BAR = 0.12
 
 
 @pytest.fixture(scope="module")
