@@ -59,8 +59,10 @@ def test_folder_with_a_corrupt_file(tmp_path, photo_folder, examples, capsys):
         for box in example.boxes:
             assert changed_share(example.image, result, box) > 0.8
         record = json.loads((out / f"{example.path.stem}.json").read_text())
-        assert set(record) == {"faces", "timings_ms"}
-        assert set(record["timings_ms"]) >= {"detect", "landmarks", "obfuscate", "total"}
+        assert set(record) == {"faces", "timings_ms", "privacy"}
+        assert set(record["timings_ms"]) >= {"detect", "landmarks", "obfuscate", "privacy", "total"}
+        assert len(record["privacy"]["faces"]) == len(record["faces"])
+        assert record["privacy"]["reidentifiable"] == 0  # the default blur
         assert len(record["faces"]) >= len(example.boxes) - 1
         for face in record["faces"]:
             assert set(face) == {"box", "score", "landmarks"}
