@@ -20,7 +20,8 @@ import numpy as np
 from fmblur.face import Face, landmarks_from_array
 from fmblur.landmarks import create_landmark_source
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
-from fmblur.train.landmark_data import AGREEMENT, LandmarkSet, cached_faces, inter_ocular
+from fmblur.train.landmark_data import AGREEMENT, LandmarkSet, cached_faces
+from fmblur.train.landmarks import normalised_mean_error
 
 UTILITY_KERNELS = (5, 15, 25, 35, 45, 55, 65)
 
@@ -37,11 +38,6 @@ def source_points(source_name: str, faces: LandmarkSet, crops: np.ndarray | None
     return points
 
 
-def nme(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Per face: mean point distance / the reference's inter-ocular distance."""
-    return np.linalg.norm(predicted - reference, axis=-1).mean(axis=-1) / np.maximum(inter_ocular(reference), 1.0)
-
-
 def accuracy(source_name: str, faces: LandmarkSet) -> dict:
     """NME against each teacher and their mean, for agreeing faces by mask class and for all faces."""
     predicted = source_points(source_name, faces)
@@ -49,7 +45,7 @@ def accuracy(source_name: str, faces: LandmarkSet) -> dict:
     agreeing = faces.agreement <= AGREEMENT
     report: dict = {"faces": int(len(predicted)), "agreeing_faces": int(agreeing.sum())}
     for name, reference in references.items():
-        error = nme(predicted, reference)
+        error = normalised_mean_error(predicted, reference)
         groups = {"all faces": np.ones(len(error), bool), "agreeing": agreeing}
         for label in sorted(set(faces.labels.tolist())):
             groups[f"agreeing, {label}"] = agreeing & (faces.labels == label)
@@ -74,7 +70,7 @@ def utility(source_name: str, faces: LandmarkSet, kernels=UTILITY_KERNELS, progr
 
     def errors(points: np.ndarray) -> dict:
         distance = np.linalg.norm(points - faces.target, axis=-1).mean(axis=-1)
-        return {"nme": _mean(nme(points, faces.target)), "px_at_100": _mean(distance * scale)}
+        return {"nme": _mean(normalised_mean_error(points, faces.target)), "px_at_100": _mean(distance * scale)}
 
     rows = [{"kernel": 0, "uniform": errors(original), "feature": errors(original)}]
     for kernel in kernels:

@@ -26,6 +26,7 @@ from fmblur.identity.privacy import measurable
 from fmblur.image_io import read_image
 from fmblur.landmarks import create_landmark_source
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
+from fmblur.train.landmarks import normalised_mean_error
 
 KERNELS = (5, 15, 25, 35, 45, 55, 65)
 MASK_SCALES = (1.0, 1.3, 1.6)
@@ -118,10 +119,7 @@ def evaluate_privacy(
                 total += len(truth)
                 after = landmark_source.apply(hidden, [f.with_landmarks(None) for f in photo.faces])
                 points = np.array([list(f.landmarks.values()) for f in after]).reshape(len(after), 5, 2)
-                for i in photo.measured:
-                    reference = photo.original_points[i]
-                    ocular = max(float(np.linalg.norm(reference[0] - reference[1])), 1.0)
-                    errors.append(float(np.linalg.norm(points[i] - reference, axis=1).mean()) / ocular)
+                errors += normalised_mean_error(points[photo.measured], photo.original_points[photo.measured]).tolist()
         distances = np.array(distances)
         rows.append(
             {

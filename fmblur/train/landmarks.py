@@ -172,8 +172,9 @@ def train(config: LandmarkTrainingConfig, run_dir: Path, cache_dir: Path, log=pr
     holdout = _holdout(faces.sources)
     train_faces, curve_faces = faces.subset(~holdout), faces.subset(holdout)
     point_index = [LANDMARK_NAMES.index(name) for name in config.points]
-    curve_crops = np.stack([jittered_crop(curve_faces, i, None, False)[0] for i in range(len(curve_faces.crops))])
-    curve_targets = np.stack([jittered_crop(curve_faces, i, None, False)[1] for i in range(len(curve_faces.crops))])
+    curve = [jittered_crop(curve_faces, i, None, False) for i in range(len(curve_faces.crops))]
+    curve_crops = np.stack([crop for crop, _ in curve])
+    curve_targets = np.stack([target for _, target in curve])
     log(f"training faces {len(train_faces.crops)}, curve faces {len(curve_faces.crops)}")
 
     torch.manual_seed(config.seed)
