@@ -447,7 +447,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
             data_root = config_file.resolve().parent
         config = DetectorTrainingConfig(
             backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            sizes=tuple(args.sizes), augment=not args.no_augment, weights_backbone=args.weights_backbone, **options,
+            save_every=args.save_every, sizes=tuple(args.sizes), augment=not args.no_augment, weights_backbone=args.weights_backbone, **options,
         )
         train(config, run_dir, log=lambda text: print(text, file=sys.stderr, flush=True),
               progress_factory=_bar_factory(), data_root=data_root)
@@ -584,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("--epochs", type=int, default=defaults.epochs)
     detector.add_argument("--batch-size", type=int, default=defaults.batch_size)
     detector.add_argument("--lr", type=float, default=defaults.learning_rate)
+    detector.add_argument("--save-every", type=int, default=defaults.save_every, metavar="STEPS",
+                          help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)")
     detector.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)")
     detector.add_argument("--no-augment", action="store_true", help="resize only")
     detector.add_argument(

@@ -196,7 +196,8 @@ def test_cli_video_with_tracks(tmp_path, capsys):
 def test_ctrl_c_leaves_no_output(tmp_path):
     """SIGINT mid-run: the process stops and neither the MP4 nor its temporary file remains."""
     long_clip = REPO.parent / "shared" / "data" / "sample_videos" / "egoblur_gen1_test_video.mp4"
-    source = long_clip if long_clip.exists() else CLIP
+    # Without the shared sample, the 2-s clip looped eight times: long enough that the signal lands mid-run.
+    source = long_clip if long_clip.exists() else write_clip(tmp_path / "looped.mp4", decode(CLIP) * 8)
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "fmblur", "video", str(source), "-o", str(out), "--tracks", "json", "-q"],

@@ -119,9 +119,11 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     state = load_checkpoint(run_dir)
     if state is not None:
         saved = json.loads(config_path.read_text())
-        if {**saved, "epochs": config.epochs, "sizes": list(config.sizes)} != {**asdict(config), "sizes": list(config.sizes)}:
+        # The length of the run and how often it saves may change on resume; anything else means another run.
+        changeable = {"epochs": config.epochs, "save_every": config.save_every}
+        if {**saved, **changeable, "sizes": list(config.sizes)} != {**asdict(config), "sizes": list(config.sizes)}:
             raise ValueError(f"{run_dir} holds a run with another configuration ({config_path}); use a new --out")
-        config = DetectorTrainingConfig(**{**saved, "epochs": config.epochs})
+        config = DetectorTrainingConfig(**{**saved, **changeable})
     config_path.write_text(json.dumps(asdict(config), indent=2))
 
     train_records = load_records(config.data["train"], data_root)
