@@ -20,6 +20,7 @@ from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
 from fmblur.face import LANDMARK_NAMES
 from fmblur.tracking import TrackingOptions
+from fmblur.detectors.ensemble import DEFAULT_MEMBERS
 from fmblur.detectors.frcnn import BACKBONES
 from fmblur.train.detector import DetectorTrainingConfig
 from fmblur.train.landmarks import LandmarkTrainingConfig
@@ -69,6 +70,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--flip", action="store_true", help="also detect on the mirrored image")
     group.add_argument("--tile", type=int, default=0, help="also detect on overlapping tiles of this size (px)")
+    group.add_argument(
+        "--members", nargs="+", default=None, metavar="MEMBER",
+        help="for --detector ensemble: name, name:mirror, optionally =weight (default: %s)" % " ".join(DEFAULT_MEMBERS),
+    )
     group.add_argument(
         "--landmarks", default=DEFAULT_LANDMARKS, choices=landmark_source_names(), help="landmark source"
     )
@@ -120,6 +125,10 @@ def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
     detector_options = {"threshold": args.thresh, "scale": args.scale, "flip": args.flip, "tile": args.tile}
     if args.upscale_to is not None:
         detector_options["upscale_to"] = args.upscale_to
+    if args.members:
+        if args.detector != "ensemble":
+            raise ValueError("--members is for --detector ensemble (the presets have fixed members)")
+        detector_options["members"] = tuple(args.members)
     anonymizer = Anonymizer(args.detector, args.landmarks, obfuscation, **detector_options)
     references = args.keep or args.only
     if references:
@@ -457,6 +466,22 @@ def run_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_calibration(args: argparse.Namespace) -> int:
+    from fmblur.detectors.calibration import CALIBRATION_PATH
+    from fmblur.train.calibration import calibrate_ensemble
+
+    try:
+        report = calibrate_ensemble(
+            Path(args.out), Path(args.target or CALIBRATION_PATH), members=tuple(args.members),
+            wider_every=args.wider_every, progress_factory=lambda total: _bar_factory()("member candidates", total),
+        )
+    except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from fmblur.eval.detection import evaluate, markdown_table, save_report
 
@@ -593,6 +618,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detector.add_argument("--export", action="store_true", help="write weights/fasterrcnn_<backbone>.pt from the run")
     detector.set_defaults(run=run_train_detector)
+
+    calibration = models.add_parser(
+        "calibration", help="the ensemble's score calibration and threshold, fitted on the training splits"
+    )
+    calibration.add_argument(
+        "--members", nargs="+", default=list(DEFAULT_MEMBERS), metavar="MEMBER",
+        help="name, name:mirror, optionally =weight (default: %(default)s)",
+    )
+    calibration.add_argument("--wider-every", type=int, default=4, help="use every n-th WIDER training photo")
+    calibration.add_argument("--out", default="outputs/calibration", help="folder for the candidate cache (resumes)")
+    calibration.add_argument("--target", default=None, help="calibration JSON (default weights/ensemble_calibration.json)")
+    calibration.set_defaults(run=run_train_calibration)
     return parser
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from fmblur.identity.privacy import PrivacyReport
     from fmblur.identity.selection import IdentitySelection
 
-# The recall-first preset (RetinaFace + CenterFace + MTCNN, fused): missing a face leaks an identity.
+# The recall-first preset (CenterFace, its mirror, RetinaFace and MTCNN, fused): missing a face leaks an identity.
 DEFAULT_DETECTOR = "recall-first"
 DEFAULT_LANDMARKS = "detector"
 

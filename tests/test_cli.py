@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fmblur.cli import main
+from fmblur.eval.matching import match_detections
 from fmblur.image_io import read_image
 from tests.conftest import REPO
 
@@ -135,6 +136,20 @@ def test_options_reach_the_pipeline(tmp_path, example, capsys):
     x1, y1, x2, y2 = (int(round(v)) for v in record["faces"][0]["box"])
     centre = result[(y1 + y2) // 2, (x1 + x2) // 2].astype(int)
     assert centre[0] > 200 and centre[1] < 60 and centre[2] < 60, "solid red fill inside the face"
+
+
+def test_ensemble_members_from_the_command_line(tmp_path, example, capsys):
+    """Two members chosen on the command line find the example's faces; --members needs --detector ensemble."""
+    out = tmp_path / "out"
+    args = ["image", str(example.path), "-o", str(out), "--json", "--no-privacy"]
+    assert main([*args, "--detector", "ensemble", "--members", "centerface", "retinaface=0.6"]) == 0
+    record = json.loads((out / f"{example.path.stem}.json").read_text())
+    boxes = np.array([face["box"] for face in record["faces"]]).reshape(-1, 4)
+    scores = np.array([face["score"] for face in record["faces"]])
+    assert (match_detections(example.boxes, boxes, scores) >= 0).all(), "every face of the example found"
+    assert main([*args[:3], str(tmp_path / "o2"), "--members", "centerface", "retinaface"]) == 2
+    assert "--members is for --detector ensemble" in capsys.readouterr().err
+    assert main([*args[:3], str(tmp_path / "o3"), "--detector", "ensemble", "--members", "centerface:sideways"]) == 2
 
 
 def test_bad_option_values_are_usage_errors(tmp_path, example, capsys):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fmblur.detectors import create_detector
-from fmblur.detectors.ensemble import DEFAULT_MEMBERS, calibrate, uncalibrate
+from fmblur.detectors.calibration import Calibration, PrecisionMap, load_calibration
+from fmblur.detectors.ensemble import DEFAULT_MEMBERS, MEMBER_FLOOR, MemberDetections, MemberSpec, calibrate, fuse
 from fmblur.eval.matching import iou_matrix, match_detections
 
 
@@ -17,7 +18,8 @@ def boxes_and_scores(faces):
 
 def test_ensemble_finds_no_fewer_faces_than_its_best_member(examples):
     ensemble = create_detector("recall-first")
-    members = {name: create_detector(name) for name in DEFAULT_MEMBERS}
+    member_names = sorted({MemberSpec.parse(spec).name for spec in DEFAULT_MEMBERS})
+    members = {name: create_detector(name) for name in member_names}
     totals = {name: 0 for name in [*members, "recall-first"]}
     for example in examples:
         fused = ensemble.detect(example.image)
@@ -49,12 +51,68 @@ def test_fused_faces_carry_landmarks(example):
         assert y1 - 0.25 * face.height <= eyes_y <= y2
 
 
-def test_calibration_maps_each_operating_threshold_to_one_half():
+def test_fallback_calibration_maps_each_operating_threshold_to_one_half():
     for threshold in (0.5, 0.9):
         assert calibrate(np.array([threshold]), threshold)[0] == pytest.approx(0.5)
         assert calibrate(np.array([0.0, 1.0]), threshold).tolist() == pytest.approx([0.0, 1.0])
-        for target in (0.2, 0.5, 0.8):
-            assert calibrate(np.array([uncalibrate(target, threshold)]), threshold)[0] == pytest.approx(target)
+
+
+def test_precision_map_from_real_candidates_is_monotone_and_round_trips(examples):
+    """CenterFace's candidates on the examples: higher scores are more often faces, and the map says so."""
+    detector = create_detector("centerface", threshold=MEMBER_FLOOR)
+    scores, is_face = [], []
+    for example in examples:
+        raw = detector.detect_raw(example.image)
+        matched = match_detections(example.boxes, raw.boxes, raw.scores)
+        hits = np.zeros(len(raw.scores), bool)
+        hits[matched[matched >= 0]] = True
+        scores.append(raw.scores)
+        is_face.append(hits)
+    scores, is_face = np.concatenate(scores), np.concatenate(is_face)
+    precision_map = PrecisionMap.fit(scores, is_face, bins=5)
+    assert np.all(np.diff(precision_map(np.linspace(0, 1, 50))) >= 0)
+    # The top fifth of candidates are nearly all faces, the bottom fifth mostly not.
+    assert precision_map(np.array([scores.max()]))[0] >= 0.9
+    assert precision_map(np.array([scores.min()]))[0] < 0.5
+    calibration = Calibration(maps={"centerface": precision_map}, operating_threshold=0.6, fitted_on="examples")
+    restored = Calibration.from_json(calibration.to_json())
+    assert restored.operating_threshold == 0.6
+    probe = np.linspace(0, 1, 11)
+    assert restored.maps["centerface"](probe) == pytest.approx(precision_map(probe), abs=1e-4)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        PrecisionMap((0.1, 0.5), (0.9, 0.2))
+
+
+def test_committed_calibration_covers_the_default_members():
+    calibration = load_calibration()
+    assert {MemberSpec.parse(spec).key for spec in DEFAULT_MEMBERS} <= set(calibration.maps)
+    assert 0.0 < calibration.operating_threshold < 1.0
+    for precision_map in calibration.maps.values():
+        assert np.all(np.diff(precision_map(np.linspace(0, 1, 101))) >= 0)
+
+
+def test_noisy_or_fusion_rewards_agreement_and_keeps_a_lone_face(example):
+    """Two members on the same real face give a higher score than either; a face one member sees survives."""
+    face, other = example.boxes[0].astype(np.float64), example.boxes[1].astype(np.float64)
+    no_points = np.full((1, 5, 2), np.nan)
+    first = MemberDetections(np.array([face, other]), np.array([0.6, 0.7]), np.full((2, 5, 2), np.nan))
+    second = MemberDetections(np.array([face + 1.0]), np.array([0.5]), no_points)
+    fused = fuse([first, second], weights=[1.0, 0.8])
+    assert len(fused.scores) == 2
+    by_box = {int(np.argmax(iou_matrix(fused.boxes[i : i + 1], np.array([face, other]))[0])): i for i in range(2)}
+    assert fused.scores[by_box[0]] == pytest.approx(1 - (1 - 0.6) * (1 - 0.8 * 0.5))
+    assert fused.scores[by_box[1]] == pytest.approx(0.7)
+    assert iou_matrix(fused.boxes[by_box[0] : by_box[0] + 1], face[None])[0, 0] > 0.9
+
+
+def test_member_specs_parse_and_refuse_nonsense():
+    assert MemberSpec.parse("centerface:mirror=0.8") == MemberSpec("centerface", mirror=True, weight=0.8)
+    assert MemberSpec.parse("mtcnn").key == "mtcnn"
+    for bad in ("centerface:upside-down", "retinaface=2", "retinaface=x", "no-such-detector"):
+        with pytest.raises(ValueError):
+            MemberSpec.parse(bad)
+    with pytest.raises(ValueError, match="differ"):
+        create_detector("ensemble", members=("centerface", "centerface=0.5"))
 
 
 @pytest.fixture(scope="module")
