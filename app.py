@@ -21,7 +21,7 @@ import gradio as gr  # noqa: E402
 import numpy as np
 
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
-from fmblur.detectors.frcnn import FasterRCNNDetector, measured_ap50, train_command
+from fmblur.detectors.frcnn import FasterRCNNDetector, train_command, variant_status
 from fmblur.detectors.presets import MEASURED
 from fmblur.draw import draw_faces
 from fmblur.identity import create_embedder
@@ -296,8 +296,8 @@ def _detector_choices() -> list[tuple[str, str]]:
     labels = []
     for name in ordered:
         cls = detector_class(name)
-        ap50 = measured_ap50(cls.backbone) if isinstance(cls, type) and issubclass(cls, FasterRCNNDetector) else None
-        labels.append((f"{name} (face-mask val AP@.5 {ap50:.2f})" if ap50 is not None else name, name))
+        is_variant = isinstance(cls, type) and issubclass(cls, FasterRCNNDetector)
+        labels.append((variant_status(cls.backbone) if is_variant else name, name))
     return labels
 
 

@@ -21,7 +21,7 @@ from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
 from fmblur.face import LANDMARK_NAMES
 from fmblur.tracking import TrackingOptions
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS
-from fmblur.detectors.frcnn import BACKBONES
+from fmblur.detectors.frcnn import BACKBONES, variant_status
 from fmblur.train.detector import DetectorTrainingConfig
 from fmblur.train.landmarks import LandmarkTrainingConfig
 from fmblur.weights import MANIFEST
@@ -58,7 +58,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector",
         default=DEFAULT_DETECTOR,
         choices=detector_names(),
-        help="face detector or preset (recall-first, fast)",
+        help="face detector or preset (recall-first, fast). The project's Faster R-CNN variants: "
+        + "; ".join(variant_status(backbone) for backbone in BACKBONES),
     )
     group.add_argument("--thresh", type=_unit_float, default=None, help="score threshold (default: the detector's)")
     group.add_argument("--scale", type=float, default=1.0, help="detect on a copy resized by this factor")

@@ -190,3 +190,26 @@ def test_limits_are_shown_and_a_too_long_video_is_refused(client, app_url, tmp_p
             1,
             api_name="/anonymize_video",
         )
+
+
+def test_trained_variants_carry_their_ap_and_untrained_ones_how_to_train(app_url):
+    """The page lists each Faster R-CNN variant with weights under its measured val AP@.5, and each without
+    weights as text with the command that trains it (not as a choice)."""
+    import json
+    import urllib.request
+
+    from fmblur.detectors import available_detector_names, detector_names
+    from fmblur.detectors.frcnn import measured_ap50, train_command
+
+    page_config = urllib.request.urlopen(app_url + "config", timeout=30).read().decode()
+    choices = {tuple(choice) for component in json.loads(page_config)["components"]
+               for choice in component.get("props", {}).get("choices") or [] if isinstance(choice, list)}
+    variants = [name for name in detector_names() if name.startswith("frcnn_")]
+    assert variants == ["frcnn_mobilenet_v3", "frcnn_resnet50", "frcnn_vgg16"]
+    for name in variants:
+        backbone = name.removeprefix("frcnn_")
+        if name in available_detector_names():
+            assert (f"{name} (face-mask val AP@.5 {measured_ap50(backbone):.2f})", name) in choices
+        else:
+            assert name not in {value for _, value in choices}
+            assert train_command(backbone) in page_config

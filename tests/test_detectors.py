@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fmblur.detectors import DetectorUnavailable, available_detector_names, create_detector, detector_names
+from fmblur.detectors.registry import detector_class
 from fmblur.eval.matching import match_detections
 from fmblur.face import LANDMARK_NAMES
 
@@ -19,6 +20,8 @@ RECALL_BARS = {
     "ensemble": 0.95,
     "recall-first": 0.95,
     "fast": 0.9,
+    # Trained here from scratch (fmd-val AP@.5 0.34): 17/21 measured at its threshold 0.5.
+    "frcnn_mobilenet_v3": 0.75,
 }
 
 
@@ -43,7 +46,7 @@ def test_detector_finds_annotated_faces(name, examples):
     assert found / total >= RECALL_BARS[name], f"{name}: recall {found}/{total}"
 
 
-@pytest.mark.parametrize("name", sorted(RECALL_BARS))
+@pytest.mark.parametrize("name", sorted(n for n in RECALL_BARS if detector_class(n).has_landmarks))
 def test_landmarks_lie_in_their_face(name, example):
     faces = create_detector(name).detect(example.image)
     assert faces

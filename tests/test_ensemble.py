@@ -33,6 +33,21 @@ def test_ensemble_finds_no_fewer_faces_than_its_best_member(examples):
     assert totals["recall-first"] >= max(totals[name] for name in members), totals
 
 
+@pytest.mark.skipif(not create_detector("frcnn_mobilenet_v3").available(), reason="no trained MobileNetV3 weights")
+def test_a_trained_variant_joins_an_ensemble(examples):
+    """A project-trained Faster R-CNN as a member: no face either member finds is lost, and the faces keep the
+    landmarks of the member that has them (Faster R-CNN has none)."""
+    ensemble = create_detector("ensemble", members=("centerface", "frcnn_mobilenet_v3=0.5"))
+    members = [create_detector("centerface"), create_detector("frcnn_mobilenet_v3")]
+    for example in examples:
+        fused = ensemble.detect(example.image)
+        fused_hits = match_detections(example.boxes, *boxes_and_scores(fused)) >= 0
+        for member in members:
+            member_hits = match_detections(example.boxes, *boxes_and_scores(member.detect(example.image))) >= 0
+            assert fused_hits.sum() >= member_hits.sum(), f"{example.path.name}: {member.name}"
+        assert any(face.landmarks for face in fused)
+
+
 def test_fusion_keeps_one_box_per_face(examples):
     ensemble = create_detector("recall-first", threshold=0.2)
     for example in examples:

@@ -99,6 +99,14 @@ def measured_ap50(backbone: str) -> float | None:
     return None if value is None else float(value)
 
 
+def variant_status(backbone: str) -> str:
+    """How menus name a variant: its measured val AP@.5 when trained, else the command that trains it."""
+    if weights_path(backbone).is_file():
+        ap50 = measured_ap50(backbone)
+        return f"frcnn_{backbone} (face-mask val AP@.5 {ap50:.2f})" if ap50 is not None else f"frcnn_{backbone}"
+    return f"frcnn_{backbone}: not trained yet ({train_command(backbone)})"
+
+
 @functools.cache
 def _load_model(backbone: str) -> FasterRCNN:
     path = weights_path(backbone)
