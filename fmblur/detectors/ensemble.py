@@ -212,19 +212,18 @@ class EnsembleDetector(Detector):
             candidates[spec.key] = RawDetections(boxes=boxes, scores=raw.scores[keep], landmarks=landmarks)
         return candidates
 
-    def calibrated(self, key: str, raw_scores: np.ndarray) -> np.ndarray:
-        precision_map = self.maps.get(key)
+    def calibrated(self, spec: MemberSpec, raw_scores: np.ndarray) -> np.ndarray:
+        precision_map = self.maps.get(spec.key)
         if precision_map is not None:
             return precision_map(raw_scores)
-        name = key.split(":")[0]
-        return calibrate(raw_scores, detector_class(name).default_threshold)
+        return calibrate(raw_scores, detector_class(spec.name).default_threshold)
 
     def fuse_candidates(self, candidates: dict[str, RawDetections]) -> RawDetections:
         per_member = []
         for spec in self.members:
             raw = candidates[spec.key]
             landmarks = raw.landmarks if raw.landmarks is not None else np.full((len(raw.scores), 5, 2), np.nan)
-            per_member.append(MemberDetections(raw.boxes, self.calibrated(spec.key, raw.scores), landmarks))
+            per_member.append(MemberDetections(raw.boxes, self.calibrated(spec, raw.scores), landmarks))
         return fuse(per_member, [spec.weight for spec in self.members])
 
     def detect_raw(self, image: np.ndarray) -> RawDetections:
