@@ -20,7 +20,14 @@ import torch
 
 from fmblur.datasets import AnnotatedImage, read_source
 from fmblur.detectors.base import torch_device
-from fmblur.detectors.frcnn import BACKBONES, CARDS, FasterRCNNDetector, build_fasterrcnn, weights_path
+from fmblur.detectors.frcnn import (
+    BACKBONES,
+    CARDS,
+    INFERENCE_UPSCALE_TO,
+    FasterRCNNDetector,
+    build_fasterrcnn,
+    weights_path,
+)
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (
     StopRequested,
@@ -39,7 +46,7 @@ TRAINING_OPTIONS = {
     "rpn_batch_size_per_image": 128,
     "box_batch_size_per_image": 128,
 }
-VAL_UPSCALE_TO = 640  # inference size for the per-epoch validation (and the registry detectors' default)
+VAL_UPSCALE_TO = 640  # per-epoch validation enlarges photos to this (cheaper than the detectors' 1280; kept for comparable curves)
 
 
 @dataclass
@@ -87,13 +94,13 @@ class _InTraining(FasterRCNNDetector):
         pass
 
 
-def validate(model, records: list[AnnotatedImage]) -> dict:
-    """AP@.5 (COCO), recall at IoU 0.5 at threshold 0.5, on `records`."""
+def validate(model, records: list[AnnotatedImage], upscale_to: int = VAL_UPSCALE_TO) -> dict:
+    """AP@.5 (COCO), recall at IoU 0.5 at threshold 0.5, on `records` enlarged to `upscale_to` when smaller."""
     from fmblur.eval.detection import Predictions, coco_metrics, operating_metrics
     from fmblur.image_io import read_image
 
     model.eval()
-    detector = _InTraining(model, threshold=0.05, upscale_to=VAL_UPSCALE_TO)
+    detector = _InTraining(model, threshold=0.05, upscale_to=upscale_to)
     predictions = Predictions()
     for record in records:
         faces = detector.detect(read_image(record.path)[0])
@@ -204,7 +211,8 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
 
 def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
     """Write weights/fasterrcnn_<backbone>.pt (fp16 when AP@.5 drops by less than 0.005, else fp32), record its
-    SHA-256 in the manifest and its val AP@.5 in weights/fasterrcnn_cards.json."""
+    SHA-256 in the manifest and its val AP@.5 in weights/fasterrcnn_cards.json. Measured at the registry
+    detector's inference size, so the app's menu shows what `fmblur eval` measures."""
     state = load_checkpoint(run_dir)
     if state is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir}")
@@ -212,10 +220,10 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
     model = build_fasterrcnn(config.backbone)
     model.load_state_dict(state["model"])
     val_records = load_records(config.data.get("val", []), data_root)
-    full = validate(model, val_records)
+    full = validate(model, val_records, INFERENCE_UPSCALE_TO)
     half_state = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in half_state.items()})
-    half = validate(model, val_records)
+    half = validate(model, val_records, INFERENCE_UPSCALE_TO)
     use_half = full["val_ap50"] - half["val_ap50"] < 0.005
     target = weights_path(config.backbone)
     torch.save({"state_dict": half_state if use_half else state["model"], "epochs": int(state["epoch"])}, target)
@@ -226,6 +234,6 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
         manifest.write_text(json.dumps(entries, indent=2) + "\n")
     cards = json.loads(CARDS.read_text()) if CARDS.is_file() else {}
     cards[config.backbone] = {"fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4), "epochs": int(state["epoch"]),
-                              "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4)}
+                              "upscale_to": INFERENCE_UPSCALE_TO, "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4)}
     CARDS.write_text(json.dumps(cards, indent=2) + "\n")
     return {"path": str(target), "sha256": digest, **cards[config.backbone]}
