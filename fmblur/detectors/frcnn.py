@@ -151,11 +151,21 @@ class FasterRCNNDetector(Detector):
         )
 
 
+def weights_licence(backbone: str) -> str:
+    """What the variant's weights may be used for, from the training data its card records (cards written
+    before the card recorded it were trained on the default mix, which includes WIDER FACE)."""
+    train_data = json.loads(CARDS.read_text()).get(backbone, {}).get("train_data") if CARDS.is_file() else None
+    if train_data and all(name.startswith("fmd-") for name in train_data):
+        return "trained here on face-mask photos only (CC0)"
+    return FasterRCNNDetector.licence
+
+
 def _variant(backbone: str) -> type[FasterRCNNDetector]:
     cls = type(
         f"FasterRCNN_{backbone}",
         (FasterRCNNDetector,),
-        {"backbone": backbone, "source": f"trained here: {train_command(backbone)}", "__doc__": f"Faster R-CNN, {backbone} backbone."},
+        {"backbone": backbone, "source": f"trained here: {train_command(backbone)}", "licence": weights_licence(backbone),
+         "__doc__": f"Faster R-CNN, {backbone} backbone."},
     )
     return register(f"frcnn_{backbone}")(cls)
 

@@ -234,6 +234,8 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
         manifest.write_text(json.dumps(entries, indent=2) + "\n")
     cards = json.loads(CARDS.read_text()) if CARDS.is_file() else {}
     cards[config.backbone] = {"fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4), "epochs": int(state["epoch"]),
-                              "upscale_to": INFERENCE_UPSCALE_TO, "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4)}
+                              "upscale_to": INFERENCE_UPSCALE_TO, "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4),
+                              # the data decides the weights' licence (WIDER FACE: research use only)
+                              "train_data": [source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])]}
     CARDS.write_text(json.dumps(cards, indent=2) + "\n")
     return {"path": str(target), "sha256": digest, **cards[config.backbone]}
