@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fmblur.detectors import DetectorUnavailable, available_detector_names, create_detector, detector_names
+from fmblur.detectors.frcnn import BACKBONES
 from fmblur.detectors.registry import detector_class
 from fmblur.eval.matching import match_detections
 from fmblur.face import LANDMARK_NAMES
@@ -71,7 +72,7 @@ def test_every_available_detector_is_tested():
     assert set(available_detector_names()) == set(RECALL_BARS)
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v3", "resnet50", "vgg16"])
+@pytest.mark.parametrize("backbone", BACKBONES)
 def test_a_variant_without_weights_says_how_to_train_it(backbone, example, tmp_path, monkeypatch):
     """A fresh checkout without a variant's weights (here: an empty weights folder) names the training command."""
     from fmblur.detectors import frcnn

@@ -96,11 +96,14 @@ def train_command(backbone: str) -> str:
     return f"fmblur train detector --backbone {backbone}"
 
 
+def variant_card(backbone: str) -> dict:
+    """The variant's entry in weights/fasterrcnn_cards.json (written by the export step), or {}."""
+    return json.loads(CARDS.read_text()).get(backbone, {}) if CARDS.is_file() else {}
+
+
 def measured_ap50(backbone: str) -> float | None:
-    """The variant's fmd-val AP@.5 from weights/fasterrcnn_cards.json, when it has been trained and measured."""
-    if not CARDS.is_file():
-        return None
-    value = json.loads(CARDS.read_text()).get(backbone, {}).get("fmd_val_ap50")
+    """The variant's fmd-val AP@.5, when it has been trained and measured."""
+    value = variant_card(backbone).get("fmd_val_ap50")
     return None if value is None else float(value)
 
 
@@ -154,7 +157,7 @@ class FasterRCNNDetector(Detector):
 def weights_licence(backbone: str) -> str:
     """What the variant's weights may be used for, from the training data its card records (cards written
     before the card recorded it were trained on the default mix, which includes WIDER FACE)."""
-    train_data = json.loads(CARDS.read_text()).get(backbone, {}).get("train_data") if CARDS.is_file() else None
+    train_data = variant_card(backbone).get("train_data")
     if train_data and all(name.startswith("fmd-") for name in train_data):
         return "trained here on face-mask photos only (CC0)"
     return FasterRCNNDetector.licence
