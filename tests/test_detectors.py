@@ -77,7 +77,7 @@ def test_a_variant_without_weights_says_how_to_train_it(backbone, example, tmp_p
     """A fresh checkout without a variant's weights (here: an empty weights folder) names the training command."""
     from fmblur.detectors import frcnn
 
-    monkeypatch.setattr(frcnn, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setenv("FMBLUR_WEIGHTS", str(tmp_path))
     frcnn._load_model.cache_clear()  # an earlier test may have loaded the real weights
     try:
         name = f"frcnn_{backbone}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fmblur.cli import main
-from fmblur.weights import WeightsIntegrityError, expected_sha256, verify_bytes, verify_file
+from fmblur.resources import WeightsIntegrityError, expected_sha256, verify_bytes, verify_file
 
 
 def test_shipped_weights_match_the_manifest():

@@ -17,9 +17,10 @@ from fmblur.detectors import available_detector_names, create_detector, detector
 from fmblur.image_io import read_image
 from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, Anonymizer
+from fmblur.resources import examples_dir
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "maksssksksss21.jpg"
+EXAMPLE_NAME = "maksssksksss21.jpg"
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
@@ -38,7 +39,7 @@ def frames(source: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
 
 
 def benchmark(repeats: int, detectors: list[str]) -> str:
-    source, _ = read_image(EXAMPLE)
+    source, _ = read_image(examples_dir() / EXAMPLE_NAME)
     inputs = frames(source)
     header = "| what | " + " | ".join(f"{w}x{h}" for w, h in SIZES) + " |"
     lines = [header, "|---" * (len(SIZES) + 1) + "|"]

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fmblur.resources import examples_dir
+
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "maksssksksss5.jpg"
+EXAMPLE = examples_dir() / "maksssksksss5.jpg"
 CLIP = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_PATH = Path(__file__).resolve().parents[2] / "weights" / "ensemble_calibration.json"
+from fmblur.resources import weights_path
+
+CALIBRATION_FILE = "ensemble_calibration.json"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,12 @@ class Calibration:
         return cls(maps=maps, operating_threshold=threshold, fitted_on=str(data.get("fitted_on", "")))
 
 
-def load_calibration(path: Path = CALIBRATION_PATH) -> Calibration:
+def calibration_path() -> Path:
+    return weights_path(CALIBRATION_FILE)
+
+
+def load_calibration(path: Path | None = None) -> Calibration:
+    path = path or calibration_path()
     if not path.is_file():
         raise FileNotFoundError(f"ensemble calibration not found at {path}: run `fmblur train calibration`")
     return Calibration.from_json(path.read_text())

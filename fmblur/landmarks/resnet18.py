@@ -17,9 +17,9 @@ import torchvision
 
 from fmblur.face import LANDMARK_NAMES, Face
 from fmblur.landmarks.registry import LandmarkSource, register
-from fmblur.weights import verify_file
+from fmblur.resources import verify_file, weights_path
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "landmarks_resnet18.pt"
+WEIGHTS_FILE = "landmarks_resnet18.pt"
 CROP_SIZE = 112
 # The crop is a square of this many times the box's longer side, centred on the box: it keeps the
 # whole face in view when a detector's box is tight or off-centre (training jitters the box the same way).
@@ -72,8 +72,9 @@ def build_model(points: int = len(LANDMARK_NAMES), weights_backbone: str | None 
 
 
 @functools.cache
-def load_model(path: str = str(WEIGHTS)) -> tuple[torch.nn.Module, tuple[str, ...]]:
+def load_model(path: str | None = None) -> tuple[torch.nn.Module, tuple[str, ...]]:
     """The shipped model (checked against weights/manifest.json) and the names of its points."""
+    path = path or str(weights_path(WEIGHTS_FILE))
     verify_file("landmarks_resnet18", path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     names = tuple(checkpoint["point_names"])

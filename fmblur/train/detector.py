@@ -22,12 +22,13 @@ from fmblur.datasets import AnnotatedImage, read_source
 from fmblur.detectors.base import torch_device
 from fmblur.detectors.frcnn import (
     BACKBONES,
-    CARDS,
+    cards_path,
     INFERENCE_UPSCALE_TO,
     FasterRCNNDetector,
     build_fasterrcnn,
     weights_path,
 )
+from fmblur.resources import record_sha256
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (
     StopRequested,
@@ -227,15 +228,15 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
     use_half = full["val_ap50"] - half["val_ap50"] < 0.005
     target = weights_path(config.backbone)
     torch.save({"state_dict": half_state if use_half else state["model"], "epochs": int(state["epoch"])}, target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    if manifest is not None:
-        entries = json.loads(manifest.read_text())
-        entries[f"fasterrcnn_{config.backbone}"] = {"source": f"trained here: fmblur train detector ({run_dir.name})", "sha256": digest}
-        manifest.write_text(json.dumps(entries, indent=2) + "\n")
-    cards = json.loads(CARDS.read_text()) if CARDS.is_file() else {}
+    if manifest is not None:  # the target sits beside the manifest
+        digest = record_sha256(f"fasterrcnn_{config.backbone}", target, f"trained here: fmblur train detector ({run_dir.name})")
+    else:
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    cards_file = cards_path()
+    cards = json.loads(cards_file.read_text()) if cards_file.is_file() else {}
     cards[config.backbone] = {"fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4), "epochs": int(state["epoch"]),
                               "upscale_to": INFERENCE_UPSCALE_TO, "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4),
                               # the data decides the weights' licence (WIDER FACE: research use only)
                               "train_data": [source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])]}
-    CARDS.write_text(json.dumps(cards, indent=2) + "\n")
+    cards_file.write_text(json.dumps(cards, indent=2) + "\n")
     return {"path": str(target), "sha256": digest, **cards[config.backbone]}

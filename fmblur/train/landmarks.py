@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fmblur.face import LANDMARK_NAMES
+from fmblur.resources import examples_dir, record_sha256
 from fmblur.landmarks.resnet18 import (
     CROP_SCALE,
     CROP_SIZE,
@@ -41,7 +42,6 @@ from fmblur.train.run_state import (
 )
 
 TRAIN_SPLITS = ("fmd-train", "wider-train")
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 @dataclass
@@ -130,7 +130,7 @@ def load_training_faces(config: LandmarkTrainingConfig, cache_dir: Path, progres
     """Agreeing faces of the training splits, except those of the photos in examples/ (the tests' held-out faces)."""
     sets = [cached_faces(split, cache_dir, progress_factory) for split in config.splits]
     merged = LandmarkSet(**{name: np.concatenate([getattr(s, name) for s in sets]) for name in LandmarkSet.__dataclass_fields__})
-    held_out = {path.name for path in EXAMPLES_DIR.glob("*.jpg")}
+    held_out = {path.name for path in examples_dir().glob("*.jpg")}
     from_examples = np.array([source.split("#")[0] in held_out for source in merged.sources])
     return merged.subset((merged.agreement <= config.agreement) & ~from_examples)
 
@@ -249,9 +249,7 @@ def export(run_dir: Path, target: Path, manifest: Path | None = None) -> str:
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    if manifest is not None:
-        entries = json.loads(manifest.read_text())
-        entries["landmarks_resnet18"] = {"source": f"trained here: fmblur train landmarks ({run_dir.name})", "sha256": digest}
-        manifest.write_text(json.dumps(entries, indent=2) + "\n")
-    return digest
+    source = f"trained here: fmblur train landmarks ({run_dir.name})"
+    if manifest is not None:  # the target sits beside the manifest
+        return record_sha256("landmarks_resnet18", target, source)
+    return hashlib.sha256(target.read_bytes()).hexdigest()

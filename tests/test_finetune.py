@@ -1,0 +1,143 @@
+"""Fine-tuning the pretrained RetinaFace: the PyTorch copy is the shipped model, the loss and data teach faces,
+bad data stops before training, and the exported ONNX is what was trained."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from fmblur.datasets import read_coco
+from fmblur.detectors import create_detector
+from fmblur.train.finetune import (
+    FinetuneConfig,
+    training_step,
+    build_base_model,
+    retinaface_input,
+    retinaface_loss,
+    retinaface_onnx_with,
+    retinaface_priors,
+)
+from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
+from tests.conftest import EXAMPLES_DIR, REPO
+
+FORMATS = REPO / "tests" / "data" / "formats"
+SIZE = 320  # small training crops keep these tests quick
+
+
+@pytest.fixture(scope="module")
+def records():
+    return read_coco(FORMATS / "coco.json", EXAMPLES_DIR)
+
+
+@pytest.fixture(scope="module")
+def landmarks(records, tmp_path_factory):
+    teacher = create_detector("retinaface", threshold=0.3)
+    return teacher_landmarks(records, teacher.detect, tmp_path_factory.mktemp("teacher") / "landmarks.npz")
+
+
+def _shipped_session() -> ort.InferenceSession:
+    weights = importlib.import_module("retinaface.weights").WEIGHTS
+    return ort.InferenceSession(weights, providers=["CPUExecutionProvider"])
+
+
+def test_the_pytorch_copy_and_its_export_reproduce_the_shipped_model(example):
+    network = build_base_model("retinaface").eval()
+    batch = retinaface_input(example.image[:320, :416])[None]
+    shipped = _shipped_session().run(None, {"input": batch.numpy()})
+    with torch.no_grad():
+        loc, logits, points = network(batch)
+    for ours, theirs in zip((loc, logits.softmax(-1), points), shipped):
+        np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-3)
+    # Untrained weights written back into the graph give the shipped model's outputs again, at any input size.
+    exported = ort.InferenceSession(retinaface_onnx_with(network.state_dict()), providers=["CPUExecutionProvider"])
+    for height, width in ((320, 416), (480, 640)):
+        batch = retinaface_input(np.ascontiguousarray(example.image[:height, :width]))[None].numpy()
+        for ours, theirs in zip(exported.run(None, {"input": batch}), _shipped_session().run(None, {"input": batch})):
+            np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_teacher_landmarks_lie_on_the_annotated_faces(records, landmarks):
+    found = 0
+    for record, points in zip(records, landmarks):
+        for box, face_points in zip(record.boxes, points):
+            if np.isfinite(face_points).all():
+                found += 1
+                margin = 0.25 * (box[2:] - box[:2])
+                assert (face_points >= box[:2] - margin).all() and (face_points <= box[2:] + margin).all()
+    assert found >= 0.8 * sum(len(r.boxes) for r in records)
+
+
+def test_augmented_samples_keep_boxes_and_landmarks_together(records, landmarks):
+    dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE, mask_p=1.0), retinaface_input)
+    faces_with_points = 0
+    for epoch in range(6):
+        dataset.epoch = epoch
+        for index in range(len(records)):
+            sample = dataset.sample(index)
+            assert sample.image.shape == (SIZE, SIZE, 3) and sample.image.dtype == np.uint8
+            boxes = sample.boxes
+            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= SIZE).all()
+            assert (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= FinetuneAugment().min_face).all()
+            whole = (boxes[:, :2] > 0).all(axis=1) & (boxes[:, 2:] < SIZE).all(axis=1)  # not cut by the crop
+            for box, points in zip(boxes[sample.has_landmarks & whole], sample.landmarks[sample.has_landmarks & whole]):
+                faces_with_points += 1
+                centre = points.mean(axis=0)  # mirrored or not, the five points sit on their own face
+                assert box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]
+                assert points[0, 0] < points[1, 0]  # image-left eye first, also after a flip
+    assert faces_with_points > 20
+
+
+def test_a_training_step_on_the_loss_lowers_it(records, landmarks):
+    dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), retinaface_input)
+    images, targets = collate([dataset[0], dataset[1]])
+    assert sum(len(t["boxes"]) for t in targets) > 0
+    network = build_base_model("retinaface").train()
+    priors = retinaface_priors(SIZE, SIZE)
+    assert len(priors) == network(images)[0].shape[1]
+
+    config = FinetuneConfig()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    before = sum(training_step(network, optimiser, images, targets, priors).values())
+    with torch.no_grad():
+        after = float(sum(retinaface_loss(network(images), targets, priors, (SIZE, SIZE)).values()))
+    assert after < before
+
+
+def _train(tmp_path, data: dict) -> subprocess.CompletedProcess:
+    config = tmp_path / "data.json"
+    config.write_text(json.dumps(data))
+    command = [sys.executable, "-m", "fmblur", "train", "finetune", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing folder", "missing image", "box outside", "empty split"],
+)
+def test_bad_training_data_stops_with_one_error_before_training(case, tmp_path):
+    coco = json.loads((FORMATS / "coco.json").read_text())
+    if case == "missing folder":
+        data = {"train": [{"voc": "no_such_folder", "images": str(EXAMPLES_DIR)}]}
+    else:
+        if case == "missing image":
+            coco["images"][0]["file_name"] = "not_here.jpg"
+        elif case == "box outside":
+            coco["annotations"][0]["bbox"] = [5000, 10, 40, 40]
+        else:
+            coco["images"], coco["annotations"] = [], []
+        (tmp_path / "coco.json").write_text(json.dumps(coco))
+        data = {"train": [{"coco": "coco.json", "images": str(EXAMPLES_DIR)}]}
+    result = _train(tmp_path, data)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fmblur: error:"), result.stderr
+    expected = {"missing folder": "no_such_folder", "missing image": "missing", "box outside": "outside", "empty split": "no annotated photo"}
+    assert expected[case] in lines[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
