@@ -10,17 +10,16 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 # Offline by design: no usage analytics calls home (set before gradio is imported).
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 import numpy as np
 
-from fmblur.resources import examples_dir
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
 from fmblur.detectors.frcnn import FasterRCNNDetector, train_command, variant_status
 from fmblur.detectors.presets import MEASURED
@@ -31,6 +30,7 @@ from fmblur.image_io import ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, PipelineResult
+from fmblur.resources import examples_dir
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, video_duration
 
@@ -218,7 +218,7 @@ def anonymize_video_file(
     references: list | None,
     tracking: bool,
     detect_every: int,
-    progress: gr.Progress = gr.Progress(),
+    progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the progress bar by this default)
 ) -> tuple[str, str, str]:
     """(anonymised MP4, summary markdown, per-frame tracks CSV)."""
     if not path:
@@ -336,8 +336,12 @@ def _pipeline_controls() -> list[gr.components.Component]:
     with gr.Accordion("Whom to hide", open=False):
         people = gr.Radio([EVERYONE, KEEP_REFERENCES, ONLY_REFERENCES], value=EVERYONE, label="Hide")
         references = gr.Gallery(
-            label="Reference photos (the largest face of each)", type="filepath", interactive=True,
-            file_types=["image"], columns=4, height=160,
+            label="Reference photos (the largest face of each)",
+            type="filepath",
+            interactive=True,
+            file_types=["image"],
+            columns=4,
+            height=160,
         )
     return [detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale, people, references]
 

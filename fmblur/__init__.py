@@ -4,4 +4,4 @@ from fmblur.face import LANDMARK_NAMES, Face
 
 __version__ = "0.1.0"
 
-__all__ = ["Face", "LANDMARK_NAMES", "__version__"]
+__all__ = ["LANDMARK_NAMES", "Face", "__version__"]

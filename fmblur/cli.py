@@ -6,25 +6,25 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tqdm import tqdm
 
 from fmblur.atomic import atomic_target
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_names
+from fmblur.detectors.ensemble import DEFAULT_MEMBERS
+from fmblur.detectors.frcnn import BACKBONES, variant_status
+from fmblur.face import LANDMARK_NAMES
 from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
-from fmblur.face import LANDMARK_NAMES
+from fmblur.resources import manifest_path, record_sha256
 from fmblur.tracking import TrackingOptions
-from fmblur.detectors.ensemble import DEFAULT_MEMBERS
-from fmblur.detectors.frcnn import BACKBONES, variant_status
 from fmblur.train.detector import DetectorTrainingConfig
 from fmblur.train.landmarks import LandmarkTrainingConfig
-from fmblur.resources import manifest_path, record_sha256
 from fmblur.video import VIDEO_SUFFIXES, VideoReadError, anonymize_video
 
 
@@ -72,8 +72,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--flip", action="store_true", help="also detect on the mirrored image")
     group.add_argument("--tile", type=int, default=0, help="also detect on overlapping tiles of this size (px)")
     group.add_argument(
-        "--members", nargs="+", default=None, metavar="MEMBER",
-        help="for --detector ensemble: name, name:mirror, optionally =weight (default: %s)" % " ".join(DEFAULT_MEMBERS),
+        "--members",
+        nargs="+",
+        default=None,
+        metavar="MEMBER",
+        help="for --detector ensemble: name, name:mirror, optionally =weight (default: {})".format(
+            " ".join(DEFAULT_MEMBERS)
+        ),
     )
     group.add_argument(
         "--landmarks", default=DEFAULT_LANDMARKS, choices=landmark_source_names(), help="landmark source"
@@ -355,7 +360,7 @@ def run_video(args: argparse.Namespace) -> int:
 def _interrupt_on_sigterm() -> None:
     """Turn SIGTERM into KeyboardInterrupt so the same clean-up runs as for Ctrl-C."""
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
@@ -425,16 +430,30 @@ def run_train_landmarks(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.out)
     if args.export:
-        digest = export(run_dir, Path(args.export), manifest_path() if Path(args.export).resolve().parent == manifest_path().resolve().parent else None)
+        digest = export(
+            run_dir,
+            Path(args.export),
+            manifest_path() if Path(args.export).resolve().parent == manifest_path().resolve().parent else None,
+        )
         print(f"written {args.export} (sha256 {digest})")
         return 0
     config = LandmarkTrainingConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, loss=args.loss,
-        points=tuple(args.points), augment=not args.no_augment, weights_backbone=args.weights_backbone,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        loss=args.loss,
+        points=tuple(args.points),
+        augment=not args.no_augment,
+        weights_backbone=args.weights_backbone,
     )
     try:
-        train(config, run_dir, LANDMARK_CACHE, log=lambda text: print(text, file=sys.stderr, flush=True),
-              progress_factory=_bar_factory())
+        train(
+            config,
+            run_dir,
+            LANDMARK_CACHE,
+            log=lambda text: print(text, file=sys.stderr, flush=True),
+            progress_factory=_bar_factory(),
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
@@ -456,11 +475,23 @@ def run_train_detector(args: argparse.Namespace) -> int:
             options["data"] = json.loads(config_file.read_text())
             data_root = config_file.resolve().parent
         config = DetectorTrainingConfig(
-            backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            save_every=args.save_every, sizes=tuple(args.sizes), augment=not args.no_augment, weights_backbone=args.weights_backbone, **options,
+            backbone=args.backbone,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            save_every=args.save_every,
+            sizes=tuple(args.sizes),
+            augment=not args.no_augment,
+            weights_backbone=args.weights_backbone,
+            **options,
         )
-        train(config, run_dir, log=lambda text: print(text, file=sys.stderr, flush=True),
-              progress_factory=_bar_factory(), data_root=data_root)
+        train(
+            config,
+            run_dir,
+            log=lambda text: print(text, file=sys.stderr, flush=True),
+            progress_factory=_bar_factory(),
+            data_root=data_root,
+        )
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
@@ -475,7 +506,9 @@ def run_train_finetune(args: argparse.Namespace) -> int:
         if args.export:
             target = manifest_path().parent / f"{args.base}_masked.onnx"
             export_onnx(run_dir, target)
-            digest = record_sha256(f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})")
+            digest = record_sha256(
+                f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})"
+            )
             print(f"written {target} (sha256 {digest})")
             return 0
         options, data_root = {}, None
@@ -486,11 +519,20 @@ def run_train_finetune(args: argparse.Namespace) -> int:
             options["data"] = json.loads(config_file.read_text())
             data_root = config_file.resolve().parent
         config = FinetuneConfig(
-            base=args.base, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            save_every=args.save_every, **options,
+            base=args.base,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            save_every=args.save_every,
+            **options,
         )
-        train(config, run_dir, log=lambda text: print(text, file=sys.stderr, flush=True),
-              progress_factory=_bar_factory(), data_root=data_root)
+        train(
+            config,
+            run_dir,
+            log=lambda text: print(text, file=sys.stderr, flush=True),
+            progress_factory=_bar_factory(),
+            data_root=data_root,
+        )
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
@@ -503,8 +545,11 @@ def run_train_calibration(args: argparse.Namespace) -> int:
 
     try:
         report = calibrate_ensemble(
-            Path(args.out), Path(args.target or calibration_path()), members=tuple(args.members),
-            wider_every=args.wider_every, progress_factory=lambda total: _bar_factory()("member candidates", total),
+            Path(args.out),
+            Path(args.target or calibration_path()),
+            members=tuple(args.members),
+            wider_every=args.wider_every,
+            progress_factory=lambda total: _bar_factory()("member candidates", total),
         )
     except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
@@ -582,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.set_defaults(run=run_video)
 
     evaluation = commands.add_parser(
-        "eval", help="measure detectors (default) or landmark sources on annotated faces",
+        "eval",
+        help="measure detectors (default) or landmark sources on annotated faces",
         description="fmblur eval [detectors] --detector ... | fmblur eval landmarks --source ...",
     )
     evaluation.add_argument(
@@ -595,15 +641,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--mask-scales", nargs="+", type=float, default=None, help="mask scales of the privacy sweep (1.0 1.3 1.6)"
     )
     evaluation.add_argument(
-        "--source", nargs="+", default=["resnet18", "dlib68"], choices=landmark_source_names(),
+        "--source",
+        nargs="+",
+        default=["resnet18", "dlib68"],
+        choices=landmark_source_names(),
         help="landmark sources (eval landmarks)",
     )
     evaluation.add_argument(
-        "--detector", nargs="+", default=available_detector_names(), choices=detector_names(),
-        help="detectors or presets (default: all whose weights are here)"
+        "--detector",
+        nargs="+",
+        default=available_detector_names(),
+        choices=detector_names(),
+        help="detectors or presets (default: all whose weights are here)",
     )
     evaluation.add_argument(
-        "--data", nargs="+", default=None,
+        "--data",
+        nargs="+",
+        default=None,
         help="fmd-val, wider-val, a folder of VOC XMLs or a WIDER txt (default: fmd-val; landmarks: both val splits)",
     )
     evaluation.add_argument("--anonymized", action="store_true", help="evaluate on the images after fmblur")
@@ -633,16 +687,25 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = DetectorTrainingConfig()
     detector.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
     detector.add_argument(
-        "--config", metavar="JSON", help='data: {"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, '
-        '{"wider": TXT, "images": DIR}, {"coco": JSON, "images": DIR}], "val": [...]}; paths relative to the file'
+        "--config",
+        metavar="JSON",
+        help='data: {"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, '
+        '{"wider": TXT, "images": DIR}, {"coco": JSON, "images": DIR}], "val": [...]}; paths relative to the file',
     )
     detector.add_argument("--out", default=None, help="run folder (default outputs/detector/<backbone>; resumes)")
     detector.add_argument("--epochs", type=int, default=defaults.epochs)
     detector.add_argument("--batch-size", type=int, default=defaults.batch_size)
     detector.add_argument("--lr", type=float, default=defaults.learning_rate)
-    detector.add_argument("--save-every", type=int, default=defaults.save_every, metavar="STEPS",
-                          help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)")
-    detector.add_argument("--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)")
+    detector.add_argument(
+        "--save-every",
+        type=int,
+        default=defaults.save_every,
+        metavar="STEPS",
+        help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
+    )
+    detector.add_argument(
+        "--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)"
+    )
     detector.add_argument("--no-augment", action="store_true", help="resize only")
     detector.add_argument(
         "--weights-backbone", choices=("imagenet",), default=None, help="start from ImageNet weights (downloads)"
@@ -658,15 +721,22 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = FinetuneConfig()
     finetune.add_argument("--base", choices=BASES, default=defaults.base)
     finetune.add_argument(
-        "--config", metavar="JSON", help='data: {"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, '
-        '{"wider": TXT, "images": DIR}]}; paths relative to the file'
+        "--config",
+        metavar="JSON",
+        help='data: {"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, '
+        '{"wider": TXT, "images": DIR}]}; paths relative to the file',
     )
     finetune.add_argument("--out", default=None, help="run folder (default outputs/finetune/<base>; resumes)")
     finetune.add_argument("--epochs", type=int, default=defaults.epochs)
     finetune.add_argument("--batch-size", type=int, default=defaults.batch_size)
     finetune.add_argument("--lr", type=float, default=defaults.learning_rate)
-    finetune.add_argument("--save-every", type=int, default=defaults.save_every, metavar="STEPS",
-                          help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)")
+    finetune.add_argument(
+        "--save-every",
+        type=int,
+        default=defaults.save_every,
+        metavar="STEPS",
+        help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
+    )
     finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
     finetune.set_defaults(run=run_train_finetune)
 
@@ -674,12 +744,17 @@ def build_parser() -> argparse.ArgumentParser:
         "calibration", help="the ensemble's score calibration and threshold, fitted on the training splits"
     )
     calibration.add_argument(
-        "--members", nargs="+", default=list(DEFAULT_MEMBERS), metavar="MEMBER",
+        "--members",
+        nargs="+",
+        default=list(DEFAULT_MEMBERS),
+        metavar="MEMBER",
         help="name, name:mirror, optionally =weight (default: %(default)s)",
     )
     calibration.add_argument("--wider-every", type=int, default=4, help="use every n-th WIDER training photo")
     calibration.add_argument("--out", default="outputs/calibration", help="folder for the candidate cache (resumes)")
-    calibration.add_argument("--target", default=None, help="calibration JSON (default weights/ensemble_calibration.json)")
+    calibration.add_argument(
+        "--target", default=None, help="calibration JSON (default weights/ensemble_calibration.json)"
+    )
     calibration.set_defaults(run=run_train_calibration)
     return parser
 

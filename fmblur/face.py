@@ -60,4 +60,4 @@ class Face:
 def landmarks_from_array(points: np.ndarray) -> dict[str, tuple[float, float]]:
     """Name a (5, 2) array of points in LANDMARK_NAMES order."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return {name: (float(x), float(y)) for name, (x, y) in zip(LANDMARK_NAMES, points)}
+    return {name: (float(x), float(y)) for name, (x, y) in zip(LANDMARK_NAMES, points, strict=False)}

@@ -73,9 +73,7 @@ class Anonymizer:
         self.privacy_meter = privacy_meter
 
     def __call__(self, image: np.ndarray) -> PipelineResult:
-        return anonymize(
-            image, self.detector, self.landmarks, self.obfuscation, self.selection, self.privacy_meter
-        )
+        return anonymize(image, self.detector, self.landmarks, self.obfuscation, self.selection, self.privacy_meter)
 
 
 def anonymize(
@@ -104,8 +102,8 @@ def anonymize(
     hidden, kept = faces, []
     if selection is not None:
         decisions = selection.decide(image, faces)
-        hidden = [face for face, decision in zip(faces, decisions) if decision.hide]
-        kept = [face for face, decision in zip(faces, decisions) if not decision.hide]
+        hidden = [face for face, decision in zip(faces, decisions, strict=False) if decision.hide]
+        kept = [face for face, decision in zip(faces, decisions, strict=False) if not decision.hide]
         lap("identity")
     output = obfuscate(image, hidden, obfuscation)
     lap("obfuscate")

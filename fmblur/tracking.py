@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -140,7 +140,7 @@ class FaceTracker:
         covered: list[CoveredFace] = []
         seen: set[int] = set()
         track_ids = result.tracker_id if result.tracker_id is not None else []
-        for index, track_id in zip(result.data.get("index", []), track_ids):
+        for index, track_id in zip(result.data.get("index", []), track_ids, strict=False):
             face = detections[int(index)]
             track_id = int(track_id)
             box = np.asarray(face.box, np.float64)

@@ -14,11 +14,12 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
 import av
 import numpy as np
@@ -421,8 +422,9 @@ def anonymize_video(
                 if index >= len(plan):
                     raise VideoReadError(f"{source}: the second reading gave more frames than the first")
                 hide = [
-                    c for c, track in zip(plan[index], linked[index]) if track < 0 or track not in decisions
-                    or decisions[track].hide
+                    c
+                    for c, track in zip(plan[index], linked[index], strict=False)
+                    if track < 0 or track not in decisions or decisions[track].hide
                 ]
                 emit(item, index, hide)
                 index += 1

@@ -39,7 +39,7 @@ def write_video(path: Path, frames: list[np.ndarray], pts: list[int], time_base:
         stream.options = {"crf": "12"}
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
-        for image, timestamp in zip(frames, pts):
+        for image, timestamp in zip(frames, pts, strict=False):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = timestamp, time_base
             for packet in stream.encode(frame):
@@ -51,7 +51,7 @@ def write_video(path: Path, frames: list[np.ndarray], pts: list[int], time_base:
 
 def clip_frames(count: int) -> list[np.ndarray]:
     with av.open(str(CLIP)) as container:
-        return [f.to_ndarray(format="rgb24") for _, f in zip(range(count), container.decode(video=0))]
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(count), container.decode(video=0), strict=False)]
 
 
 # Image inputs ------------------------------------------------------------------------------------------------

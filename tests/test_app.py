@@ -43,7 +43,10 @@ def test_keep_a_reference_person_and_the_privacy_meter(client, examples, tmp_pat
     face = max(create_detector("retinaface").detect(example.image), key=lambda f: f.width)
     x1, y1, x2, y2 = (int(v) for v in face.box)
     reference = tmp_path / "reference.jpg"
-    cv2.imwrite(str(reference), cv2.cvtColor(example.image[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40], cv2.COLOR_RGB2BGR))
+    cv2.imwrite(
+        str(reference),
+        cv2.cvtColor(example.image[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40], cv2.COLOR_RGB2BGR),
+    )
     settings = list(IMAGE_SETTINGS)
     settings[-2:] = ["Everyone except the reference people", [{"image": handle_file(str(reference)), "caption": None}]]
     _, result_path, summary = client.predict(handle_file(str(example.path)), *settings, True, api_name="/anonymize")
@@ -80,7 +83,7 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
 
     bad = tmp_path / "holiday.jpg"
     bad.write_bytes(b"this is not a photo")
-    with pytest.raises(AppError, match="Cannot read holiday.jpg"):
+    with pytest.raises(AppError, match=r"Cannot read holiday\.jpg"):
         client.predict(
             handle_file(str(bad)),
             *IMAGE_SETTINGS,
@@ -96,7 +99,18 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
         )
     # Still serving.
     _, result_path, _ = client.predict(
-        handle_file(str(example.path)), "mtcnn", 0.9, "none", "mosaic", 45, True, "box", 1.3, "Everyone", None, False,
+        handle_file(str(example.path)),
+        "mtcnn",
+        0.9,
+        "none",
+        "mosaic",
+        45,
+        True,
+        "box",
+        1.3,
+        "Everyone",
+        None,
+        False,
         api_name="/anonymize",
     )
     assert read_image(result_path)[0].shape == example.image.shape
@@ -202,8 +216,12 @@ def test_trained_variants_carry_their_ap_and_untrained_ones_how_to_train(app_url
     from fmblur.detectors.frcnn import measured_ap50, train_command
 
     page_config = urllib.request.urlopen(app_url + "config", timeout=30).read().decode()
-    choices = {tuple(choice) for component in json.loads(page_config)["components"]
-               for choice in component.get("props", {}).get("choices") or [] if isinstance(choice, list)}
+    choices = {
+        tuple(choice)
+        for component in json.loads(page_config)["components"]
+        for choice in component.get("props", {}).get("choices") or []
+        if isinstance(choice, list)
+    }
     variants = [name for name in detector_names() if name.startswith("frcnn_")]
     assert variants == ["frcnn_mobilenet_v3", "frcnn_resnet50", "frcnn_vgg16"]
     for name in variants:

@@ -82,7 +82,9 @@ def test_a_variant_without_weights_says_how_to_train_it(backbone, example, tmp_p
     try:
         name = f"frcnn_{backbone}"
         assert name in detector_names() and name not in available_detector_names()
-        assert frcnn.variant_status(backbone) == f"{name}: not trained yet (fmblur train detector --backbone {backbone})"
+        assert (
+            frcnn.variant_status(backbone) == f"{name}: not trained yet (fmblur train detector --backbone {backbone})"
+        )
         with pytest.raises(DetectorUnavailable, match=f"fmblur train detector --backbone {backbone}"):
             create_detector(name).detect(example.image)
     finally:
@@ -105,7 +107,7 @@ def test_detection_scale_maps_boxes_back(example):
     big = cv2.resize(example.image, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
     small_faces = detector.detect(example.image)
     half_scale = create_detector("retinaface", scale=0.5, upscale_to=0).detect(big)
-    boxes_small, scores = boxes_and_scores(small_faces)
+    boxes_small, _scores = boxes_and_scores(small_faces)
     boxes_back, _ = boxes_and_scores(half_scale)
     matched = match_detections(boxes_small, boxes_back / 2, np.ones(len(boxes_back)), iou=0.7)
     assert (matched >= 0).mean() >= 0.75

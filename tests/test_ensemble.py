@@ -61,7 +61,7 @@ def test_fused_faces_carry_landmarks(example):
     faces = create_detector("recall-first").detect(example.image)
     assert faces and all(face.landmarks is not None for face in faces)
     for face in faces:
-        x1, y1, x2, y2 = face.box
+        _x1, y1, _x2, y2 = face.box
         eyes_y = (face.landmarks["left_eye"][1] + face.landmarks["right_eye"][1]) / 2
         assert y1 - 0.25 * face.height <= eyes_y <= y2
 
@@ -134,7 +134,7 @@ def test_member_specs_parse_and_refuse_nonsense():
 def small_face_frame(examples):
     """A real face cut from an example, pasted at 16 px into a 1920x1080 frame made from another photo."""
     face_source = next(e for e in examples if e.path.stem == "maksssksksss83")
-    x1, y1, x2, y2 = face_source.boxes[np.argmax((face_source.boxes[:, 2] - face_source.boxes[:, 0]))].astype(int)
+    x1, y1, x2, y2 = face_source.boxes[np.argmax(face_source.boxes[:, 2] - face_source.boxes[:, 0])].astype(int)
     pad = int(0.15 * (x2 - x1))
     face = face_source.image[max(0, y1 - pad) : y2 + pad, max(0, x1 - pad) : x2 + pad]
     background = next(e for e in examples if e.path.stem == "maksssksksss182").image

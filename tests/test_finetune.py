@@ -17,12 +17,12 @@ from fmblur.datasets import read_coco
 from fmblur.detectors import create_detector
 from fmblur.train.finetune import (
     FinetuneConfig,
-    training_step,
     build_base_model,
     retinaface_input,
     retinaface_loss,
     retinaface_onnx_with,
     retinaface_priors,
+    training_step,
 )
 from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
 from tests.conftest import EXAMPLES_DIR, REPO
@@ -53,20 +53,22 @@ def test_the_pytorch_copy_and_its_export_reproduce_the_shipped_model(example):
     shipped = _shipped_session().run(None, {"input": batch.numpy()})
     with torch.no_grad():
         loc, logits, points = network(batch)
-    for ours, theirs in zip((loc, logits.softmax(-1), points), shipped):
+    for ours, theirs in zip((loc, logits.softmax(-1), points), shipped, strict=False):
         np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-3)
     # Untrained weights written back into the graph give the shipped model's outputs again, at any input size.
     exported = ort.InferenceSession(retinaface_onnx_with(network.state_dict()), providers=["CPUExecutionProvider"])
     for height, width in ((320, 416), (480, 640)):
         batch = retinaface_input(np.ascontiguousarray(example.image[:height, :width]))[None].numpy()
-        for ours, theirs in zip(exported.run(None, {"input": batch}), _shipped_session().run(None, {"input": batch})):
+        for ours, theirs in zip(
+            exported.run(None, {"input": batch}), _shipped_session().run(None, {"input": batch}), strict=False
+        ):
             np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
 def test_teacher_landmarks_lie_on_the_annotated_faces(records, landmarks):
     found = 0
-    for record, points in zip(records, landmarks):
-        for box, face_points in zip(record.boxes, points):
+    for record, points in zip(records, landmarks, strict=False):
+        for box, face_points in zip(record.boxes, points, strict=False):
             if np.isfinite(face_points).all():
                 found += 1
                 margin = 0.25 * (box[2:] - box[:2])
@@ -84,9 +86,13 @@ def test_augmented_samples_keep_boxes_and_landmarks_together(records, landmarks)
             assert sample.image.shape == (SIZE, SIZE, 3) and sample.image.dtype == np.uint8
             boxes = sample.boxes
             assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= SIZE).all()
-            assert (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= FinetuneAugment().min_face).all()
+            assert (
+                np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= FinetuneAugment().min_face
+            ).all()
             whole = (boxes[:, :2] > 0).all(axis=1) & (boxes[:, 2:] < SIZE).all(axis=1)  # not cut by the crop
-            for box, points in zip(boxes[sample.has_landmarks & whole], sample.landmarks[sample.has_landmarks & whole]):
+            for box, points in zip(
+                boxes[sample.has_landmarks & whole], sample.landmarks[sample.has_landmarks & whole], strict=False
+            ):
                 faces_with_points += 1
                 centre = points.mean(axis=0)  # mirrored or not, the five points sit on their own face
                 assert box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]
@@ -113,7 +119,19 @@ def test_a_training_step_on_the_loss_lowers_it(records, landmarks):
 def _train(tmp_path, data: dict) -> subprocess.CompletedProcess:
     config = tmp_path / "data.json"
     config.write_text(json.dumps(data))
-    command = [sys.executable, "-m", "fmblur", "train", "finetune", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "fmblur",
+        "train",
+        "finetune",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+    ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -138,6 +156,11 @@ def test_bad_training_data_stops_with_one_error_before_training(case, tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("fmblur: error:"), result.stderr
-    expected = {"missing folder": "no_such_folder", "missing image": "missing", "box outside": "outside", "empty split": "no annotated photo"}
+    expected = {
+        "missing folder": "no_such_folder",
+        "missing image": "missing",
+        "box outside": "outside",
+        "empty split": "no annotated photo",
+    }
     assert expected[case] in lines[0]
     assert not (tmp_path / "run" / "last.pt").exists()

@@ -57,7 +57,7 @@ def test_resnet18_close_to_its_teachers(detections):
     source = create_landmark_source("resnet18")
     errors = []
     for image, faces in detections:
-        for face, predicted in zip(faces, source.apply(image, faces)):
+        for face, predicted in zip(faces, source.apply(image, faces), strict=False):
             retina = np.array(list(face.landmarks.values()))
             dlib5 = reduce_68_to_5(predict_68(image, face.box))
             inter_ocular = np.linalg.norm(retina[0] - retina[1])
@@ -65,7 +65,9 @@ def test_resnet18_close_to_its_teachers(detections):
                 continue  # the teachers disagree: no reference
             reference = (retina + dlib5) / 2
             points = np.array(list(predicted.landmarks.values()))
-            errors.append(np.linalg.norm(points - reference, axis=1).mean() / np.linalg.norm(reference[0] - reference[1]))
+            errors.append(
+                np.linalg.norm(points - reference, axis=1).mean() / np.linalg.norm(reference[0] - reference[1])
+            )
     assert len(errors) >= 12
     assert np.mean(errors) < RESNET18_NME_BAR, errors
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -59,7 +61,7 @@ def test_larger_kernel_removes_more_detail(example, detected):
         # A box region covers the whole face box, so no sharp region edge enters the measurement.
         output = obfuscate(example.image, detected, ObfuscationConfig(mode="gaussian", kernel=kernel, shape="box"))
         sharpness_by_kernel.append(np.mean([sharpness(face_pixels(output, f)) for f in detected]))
-    assert all(a > b for a, b in zip(sharpness_by_kernel, sharpness_by_kernel[1:])), sharpness_by_kernel
+    assert all(a > b for a, b in itertools.pairwise(sharpness_by_kernel)), sharpness_by_kernel
     original = np.mean([sharpness(face_pixels(example.image, f)) for f in detected])
     assert sharpness_by_kernel[0] < original
 

@@ -28,7 +28,7 @@ def test_the_three_formats_give_the_same_faces():
     wider = read_wider(FORMATS / "wider_gt.txt", EXAMPLES_DIR)
     coco = read_coco(FORMATS / "coco.json", EXAMPLES_DIR)
     assert [r.path.name for r in wider] == [r.path.name for r in coco] == ["maksssksksss0.jpg", "maksssksksss5.jpg"]
-    for a, b, c in zip(voc, wider, coco):
+    for a, b, c in zip(voc, wider, coco, strict=False):
         assert len(a.boxes) == len(b.boxes) == len(c.boxes) > 0
         # WIDER stores integer x y w h; VOC and COCO keep the pixel corners.
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1.0)
@@ -48,7 +48,11 @@ def test_augmented_samples_keep_faces_on_faces():
             assert image.dtype == np.uint8 and image.shape[2] == 3
             assert max(image.shape[:2]) <= 448
             assert ((boxes[:, 2:] - boxes[:, :2]) >= AugmentConfig().min_face).all()
-            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= image.shape[1]).all() and (boxes[:, 3] <= image.shape[0]).all()
+            assert (
+                (boxes[:, :2] >= 0).all()
+                and (boxes[:, 2] <= image.shape[1]).all()
+                and (boxes[:, 3] <= image.shape[0]).all()
+            )
 
 
 def _batch_loss(model, images, targets) -> float:
@@ -78,11 +82,31 @@ def test_a_stopped_run_resumes_at_the_same_step(tmp_path):
     """SIGTERM mid-epoch saves the position; the same command continues from that step, not from zero."""
     config = tmp_path / "data.json"
     photos_per_epoch = 20
-    config.write_text(json.dumps({"train": [{"voc": str(FORMATS / "voc"), "images": str(EXAMPLES_DIR)}] * (photos_per_epoch // 2),
-                                  "val": []}))
+    config.write_text(
+        json.dumps(
+            {"train": [{"voc": str(FORMATS / "voc"), "images": str(EXAMPLES_DIR)}] * (photos_per_epoch // 2), "val": []}
+        )
+    )
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "fmblur", "train", "detector", "--config", str(config), "--out", str(out),
-               "--epochs", "1", "--batch-size", "1", "--sizes", "256", "--save-every", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "fmblur",
+        "train",
+        "detector",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--sizes",
+        "256",
+        "--save-every",
+        "2",
+    ]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     # The first checkpoint (step 2) proves the loop is running; stop right then, with most of the epoch still ahead,
     # so the signal lands mid-epoch however fast the machine is.
@@ -108,11 +132,15 @@ def test_a_stopped_run_resumes_at_the_same_step(tmp_path):
 
 def test_ap_is_one_for_ground_truth_and_lower_when_shifted():
     records = read_coco(FORMATS / "coco.json", EXAMPLES_DIR)
-    exact = Predictions(boxes=[r.boxes.astype(np.float64) for r in records], scores=[np.ones(len(r.boxes)) for r in records])
+    exact = Predictions(
+        boxes=[r.boxes.astype(np.float64) for r in records], scores=[np.ones(len(r.boxes)) for r in records]
+    )
     metrics, _, _ = coco_metrics(records, exact)
     assert metrics["AP@.5"] == pytest.approx(1.0) and metrics["AP@[.5:.95]"] == pytest.approx(1.0)
     shifted = Predictions(
-        boxes=[r.boxes + np.c_[r.boxes[:, 2:] - r.boxes[:, :2], r.boxes[:, 2:] - r.boxes[:, :2]] * 0.3 for r in records],
+        boxes=[
+            r.boxes + np.c_[r.boxes[:, 2:] - r.boxes[:, :2], r.boxes[:, 2:] - r.boxes[:, :2]] * 0.3 for r in records
+        ],
         scores=[np.ones(len(r.boxes)) for r in records],
     )
     moved, _, _ = coco_metrics(records, shifted)

@@ -36,6 +36,7 @@ CLIP = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
 # detection stride.
 APP_SETTINGS = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3, "Everyone", None)
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -164,9 +165,7 @@ def run_load(url: str, server_pid: int, users: int = 8, rounds: int = 3, with_vi
         if with_video:
             started = time.perf_counter()
             try:
-                video, _, _ = client.predict(
-                    handle_file(str(CLIP)), *image_args, True, 1, api_name="/anonymize_video"
-                )
+                video, _, _ = client.predict(handle_file(str(CLIP)), *image_args, True, 1, api_name="/anonymize_video")
                 record("video", started, _check_video(video["video"] if isinstance(video, dict) else video, 60))
             except Exception as error:
                 record("video", started, f"{type(error).__name__}: {error}")

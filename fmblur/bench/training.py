@@ -63,4 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     for backbone in args.backbones:
         model_s, data_s, steps_per_epoch = step_seconds(backbone, args.steps)
         epoch_min = (model_s + data_s) * steps_per_epoch / 60
-        print(f"| {backbone} | {model_s:.2f} | {data_s:.2f} | {epoch_min:.0f} | {epoch_min * epochs / 60:.1f} |", flush=True)
+        print(
+            f"| {backbone} | {model_s:.2f} | {data_s:.2f} | {epoch_min:.0f} | {epoch_min * epochs / 60:.1f} |",
+            flush=True,
+        )

@@ -145,7 +145,7 @@ def count_leaks(source: Path, output: Path, hidden: dict[int, np.ndarray]) -> tu
     strong = create_detector("retinaface", threshold=0.3, scale=1.5)
     not_hidden = still_detectable = 0
     with av.open(str(source)) as original, av.open(str(output)) as result:
-        for index, (before, after) in enumerate(zip(original.decode(video=0), result.decode(video=0))):
+        for index, (before, after) in enumerate(zip(original.decode(video=0), result.decode(video=0), strict=False)):
             found_in = strong.detect(before.to_ndarray(format="rgb24"))
             found_out = strong.detect(after.to_ndarray(format="rgb24"))
             if not found_in or not found_out:

@@ -81,7 +81,9 @@ class Calibration:
     def from_json(cls, text: str) -> Calibration:
         try:
             data = json.loads(text)
-            maps = {name: PrecisionMap(tuple(m["scores"]), tuple(m["precision"])) for name, m in data["members"].items()}
+            maps = {
+                name: PrecisionMap(tuple(m["scores"]), tuple(m["precision"])) for name, m in data["members"].items()
+            }
             threshold = float(data["operating_threshold"])
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"not an fmblur ensemble calibration: {error}") from None

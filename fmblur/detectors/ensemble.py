@@ -228,5 +228,3 @@ class EnsembleDetector(Detector):
 
     def detect_raw(self, image: np.ndarray) -> RawDetections:
         return self.fuse_candidates(self.member_candidates(image))
-
-

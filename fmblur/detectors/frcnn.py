@@ -61,13 +61,16 @@ def build_fasterrcnn(backbone: str, weights_backbone: str | None = None, **optio
         raise ValueError(f"weights_backbone must be None or 'imagenet', got {weights_backbone!r}")
     if backbone == "mobilenet_v3":
         net = mobilenet_v3_large(
-            weights="IMAGENET1K_V1" if pretrained else None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+            weights="IMAGENET1K_V1" if pretrained else None,
+            norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
         )
         features = _mobilenet_extractor(net, True, 3 if pretrained else 6)
         sizes = (ANCHOR_SIZES,) * 3
         pool = None
     elif backbone == "resnet50":
-        net = resnet50(weights="IMAGENET1K_V1" if pretrained else None, norm_layer=FrozenBatchNorm2d if pretrained else _group_norm)
+        net = resnet50(
+            weights="IMAGENET1K_V1" if pretrained else None, norm_layer=FrozenBatchNorm2d if pretrained else _group_norm
+        )
         features = _resnet_fpn_extractor(net, 3 if pretrained else 5)
         sizes = tuple((size,) for size in ANCHOR_SIZES)
         pool = None
@@ -124,7 +127,9 @@ def variant_status(backbone: str) -> str:
 def _load_model(backbone: str) -> FasterRCNN:
     path = weights_path(backbone)
     if not path.is_file():
-        raise DetectorUnavailable(f"frcnn_{backbone} has no trained weights at {path}; train it: {train_command(backbone)}")
+        raise DetectorUnavailable(
+            f"frcnn_{backbone} has no trained weights at {path}; train it: {train_command(backbone)}"
+        )
     verify_file(f"fasterrcnn_{backbone}", path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_fasterrcnn(backbone)
@@ -172,8 +177,12 @@ def _variant(backbone: str) -> type[FasterRCNNDetector]:
     cls = type(
         f"FasterRCNN_{backbone}",
         (FasterRCNNDetector,),
-        {"backbone": backbone, "source": f"trained here: {train_command(backbone)}", "licence": weights_licence(backbone),
-         "__doc__": f"Faster R-CNN, {backbone} backbone."},
+        {
+            "backbone": backbone,
+            "source": f"trained here: {train_command(backbone)}",
+            "licence": weights_licence(backbone),
+            "__doc__": f"Faster R-CNN, {backbone} backbone.",
+        },
     )
     return register(f"frcnn_{backbone}")(cls)
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 def onnx_providers() -> list[str]:
     available = ort.get_available_providers()
     providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
-    return providers + ["CPUExecutionProvider"]
+    return [*providers, "CPUExecutionProvider"]
 
 
 def make_session(model: bytes | str) -> ort.InferenceSession:

@@ -15,8 +15,9 @@ from fmblur.detectors.retinaface import RetinaFaceDetector
 # Measured by `fmblur eval` on the validation splits and `python -m fmblur.bench` (2-core CPU); shown in the
 # app next to the detector menu. Update them when the presets change.
 MEASURED: dict[str, str] = {
-    "recall-first": "recall 0.856 on face-mask val, 0.818 on WIDER val; at <= 0.5 false positives per image 0.802 and 0.858 "
-    "(best single detector: 0.795 and 0.846); ~590 ms per 640x480 photo",
+    "recall-first": "recall 0.856 on face-mask val, 0.818 on WIDER val; "
+    "at <= 0.5 false positives per image 0.802 and 0.858 (best single detector: 0.795 and 0.846); "
+    "~590 ms per 640x480 photo",
     "fast": "recall 0.521 on face-mask val (small faces missed), 0.759 on WIDER val; ~25 ms per 640x480 photo (40 fps)",
 }
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -63,7 +63,7 @@ class RetinaFaceDetector(Detector):
         height, width = image.shape[:2]
         post = self._postprocess
         start = 0
-        for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES):
+        for stride, sizes in zip(post.ANCHOR_STRIDES, post.ANCHOR_SIZES, strict=False):
             anchors = post.generate_anchors(stride, sizes, width, height, 1)
             end = start + anchors.shape[1]
             boxes[:, start:end] = post.rebuild_boxes(boxes[:, start:end], anchors)  # -> x, y, w, h

@@ -13,9 +13,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def operating_metrics(data: list[AnnotatedImage], predictions: Predictions, thre
         tally[0] += int(hit)
         tally[1] += 1
 
-    for record, boxes, scores in zip(data, predictions.boxes, predictions.scores):
+    for record, boxes, scores in zip(data, predictions.boxes, predictions.scores, strict=False):
         keep = scores >= threshold
         boxes, scores = boxes[keep], scores[keep]
         cared = ~record.ignore
@@ -145,9 +145,9 @@ def coco_metrics(data: list[AnnotatedImage], predictions: Predictions) -> tuple[
     from pycocotools.cocoeval import COCOeval
 
     images, annotations, results = [], [], []
-    for image_id, (record, boxes, scores) in enumerate(zip(data, predictions.boxes, predictions.scores)):
+    for image_id, (record, boxes, scores) in enumerate(zip(data, predictions.boxes, predictions.scores, strict=False)):
         images.append({"id": image_id, "width": 1, "height": 1})
-        for box, ignore in zip(record.boxes, record.ignore):
+        for box, ignore in zip(record.boxes, record.ignore, strict=False):
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
             annotations.append(
                 {
@@ -159,7 +159,7 @@ def coco_metrics(data: list[AnnotatedImage], predictions: Predictions) -> tuple[
                     "area": w * h,
                 }
             )
-        for box, score in zip(boxes, scores):
+        for box, score in zip(boxes, scores, strict=False):
             results.append(
                 {
                     "image_id": image_id,

@@ -12,8 +12,8 @@ hidden face; the error against the teachers' mean shows whether a later model ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def source_points(source_name: str, faces: LandmarkSet, crops: np.ndarray | None
     source = create_landmark_source(source_name)
     crops = faces.crops if crops is None else crops
     points = np.full((len(crops), 5, 2), np.nan)
-    for index, (crop, box) in enumerate(zip(crops, faces.boxes)):
+    for index, (crop, box) in enumerate(zip(crops, faces.boxes, strict=False)):
         face = source.apply(crop, [Face(box=tuple(float(v) for v in box), score=1.0)])[0]
         if face.landmarks:
             points[index] = np.array(list(face.landmarks.values()))[:5]
@@ -64,7 +64,7 @@ def utility(source_name: str, faces: LandmarkSet, kernels=UTILITY_KERNELS, progr
     original = source_points(source_name, faces)
     face_records = [
         Face(box=tuple(float(v) for v in box), score=1.0, landmarks=landmarks_from_array(points))
-        for box, points in zip(faces.boxes, original)
+        for box, points in zip(faces.boxes, original, strict=False)
     ]
     scale = 100.0 / np.maximum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
 
@@ -77,7 +77,9 @@ def utility(source_name: str, faces: LandmarkSet, kernels=UTILITY_KERNELS, progr
         row: dict = {"kernel": kernel}
         for mode, key in (("gaussian", "uniform"), ("feature", "feature")):
             config = ObfuscationConfig(mode=mode, kernel=kernel)
-            hidden = np.stack([obfuscate(crop, [face], config) for crop, face in zip(faces.crops, face_records)])
+            hidden = np.stack(
+                [obfuscate(crop, [face], config) for crop, face in zip(faces.crops, face_records, strict=False)]
+            )
             row[key] = errors(source_points(source_name, faces, hidden))
         rows.append(row)
         if progress is not None:
@@ -89,7 +91,9 @@ def evaluate_landmarks(
     sources: list[str], splits: list[str], cache_dir: Path, progress_factory: Callable | None = None
 ) -> dict:
     faces = [cached_faces(split, cache_dir, progress_factory) for split in splits]
-    merged = LandmarkSet(**{k: np.concatenate([getattr(f, k) for f in faces]) for k in LandmarkSet.__dataclass_fields__})
+    merged = LandmarkSet(
+        **{k: np.concatenate([getattr(f, k) for f in faces]) for k in LandmarkSet.__dataclass_fields__}
+    )
     report: dict = {"splits": splits, "accuracy": {}, "utility": {}}
     for source in sources:
         report["accuracy"][source] = accuracy(source, merged)
@@ -113,11 +117,18 @@ def markdown_tables(report: dict) -> str:
         lines.append("")
     lines += ["Landmark error after hiding the face (agreeing faces; NME, and mean px error at a 100-px face)", ""]
     for source, result in report["utility"].items():
-        lines += [f"**{source}** ({result['faces']} faces)", "",
-                  "| kernel | uniform NME | uniform px | feature NME | feature px |", "|---|---|---|---|---|"]
+        lines += [
+            f"**{source}** ({result['faces']} faces)",
+            "",
+            "| kernel | uniform NME | uniform px | feature NME | feature px |",
+            "|---|---|---|---|---|",
+        ]
         for row in result["rows"]:
             kernel = "none" if row["kernel"] == 0 else str(row["kernel"])
             u, f = row["uniform"], row["feature"]
-            lines.append(f"| {kernel} | {_cell(u['nme'])} | {_cell(u['px_at_100'])} | {_cell(f['nme'])} | {_cell(f['px_at_100'])} |")
+            lines.append(
+                f"| {kernel} | {_cell(u['nme'])} | {_cell(u['px_at_100'])} "
+                f"| {_cell(f['nme'])} | {_cell(f['px_at_100'])} |"
+            )
         lines.append("")
     return "\n".join(lines)

@@ -11,9 +11,9 @@ Faces below the embedder's `min_face` are left out of the privacy columns (see f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -66,7 +66,9 @@ def _prepare(records, embedder, landmark_source, progress) -> tuple[list[_Photo]
     photos, gallery = [], []
     for record in records:
         image = np.ascontiguousarray(read_image(record.path)[0])
-        boxes = [tuple(float(v) for v in box) for box, ignore in zip(record.boxes, record.ignore) if not ignore]
+        boxes = [
+            tuple(float(v) for v in box) for box, ignore in zip(record.boxes, record.ignore, strict=False) if not ignore
+        ]
         faces = landmark_source.apply(image, [Face(box=box, score=1.0) for box in boxes])
         measured = [i for i, face in enumerate(faces) if measurable(face, embedder)]
         alignments = [embedder.align(image, faces[i]) for i in measured]
@@ -100,7 +102,7 @@ def evaluate_privacy(
     for config in configs:
         distances, identified, found, total, errors = [], [], 0, 0, []
         position = 0
-        for photo_index, photo in enumerate(photos):
+        for _photo_index, photo in enumerate(photos):
             hidden = obfuscate(photo.image, photo.faces, config)
             for slot, alignment in enumerate(photo.alignments):
                 vector = embedder.embed(hidden, alignment)
@@ -157,7 +159,8 @@ def markdown_table(report: dict) -> str:
     lines = [
         f"Privacy and utility on {', '.join(report['data'])}: {report['measured_faces']} faces of at least "
         f"{report['min_face']:g} px embedded ({report['embedder']}, threshold {report['threshold']}), "
-        f"{report['all_faces']} faces for detector recall; landmarks {report['landmarks']}, detector {report['detector']}",
+        f"{report['all_faces']} faces for detector recall; "
+        f"landmarks {report['landmarks']}, detector {report['detector']}",
         "",
         "| setting | matched | identified (rank-1) | median distance | detector recall | landmark NME |",
         "|---|---|---|---|---|---|",
@@ -191,7 +194,9 @@ def plot(report: dict, path: Path) -> None:
             axes[1].scatter(row["matched"], row["detector_recall"], marker="x")
             axes[1].annotate(row["setting"], (row["matched"], row["detector_recall"]), fontsize=7)
     axes[0].set(xlabel="kernel", ylabel="share still matched to the original", title="privacy (lower is better)")
-    axes[1].set(xlabel="share still matched (privacy risk)", ylabel="detector recall on output", title="utility vs risk")
+    axes[1].set(
+        xlabel="share still matched (privacy risk)", ylabel="detector recall on output", title="utility vs risk"
+    )
     for axis in axes:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

@@ -10,9 +10,10 @@ both modes: "keep" shows only clear reference faces, "only" shows only clear str
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -58,7 +59,9 @@ class IdentitySelection:
         image = np.ascontiguousarray(image)
         return self.embedder.embed(image, self.embedder.align(image, face))
 
-    def decide_embedding(self, embedding: np.ndarray | None, why_unsure: str = "too small or no landmarks") -> IdentityDecision:
+    def decide_embedding(
+        self, embedding: np.ndarray | None, why_unsure: str = "too small or no landmarks"
+    ) -> IdentityDecision:
         if embedding is None:
             return IdentityDecision(True, None, f"unsure: {why_unsure}")
         distance = float(self.embedder.distance(self.references, embedding).min())

@@ -60,9 +60,7 @@ class TrackIdentities:
         """Per track id: one decision from its best frames (hidden unless all of them say show)."""
         decisions = {}
         for track_id, candidates in self._candidates.items():
-            votes = [
-                self.selection.decide_embedding(self.selection.embedding_of(c.crop, c.face)) for c in candidates
-            ]
+            votes = [self.selection.decide_embedding(self.selection.embedding_of(c.crop, c.face)) for c in candidates]
             hidden = [vote for vote in votes if vote.hide]
             decisions[track_id] = hidden[0] if hidden else votes[0]
         return decisions

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,4 +43,6 @@ class Dlib68Landmarks(LandmarkSource):
 
     def apply(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
         image = np.ascontiguousarray(image)
-        return [face.with_landmarks(landmarks_from_array(reduce_68_to_5(predict_68(image, face.box)))) for face in faces]
+        return [
+            face.with_landmarks(landmarks_from_array(reduce_68_to_5(predict_68(image, face.box)))) for face in faces
+        ]

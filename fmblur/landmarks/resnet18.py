@@ -7,8 +7,7 @@ see weights/README.md); the same crop geometry is used in training and inference
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -92,7 +91,7 @@ def predict_points(model: torch.nn.Module, image: np.ndarray, boxes: Sequence[Se
     matrices = [crop_transform(box) for box in boxes]
     crops = np.stack([warp_crop(image, m) for m in matrices])
     output = model(to_tensor(crops)).numpy().reshape(len(boxes), -1, 2) * CROP_SIZE
-    return np.stack([apply_affine(invert_affine(m), pts) for m, pts in zip(matrices, output)])
+    return np.stack([apply_affine(invert_affine(m), pts) for m, pts in zip(matrices, output, strict=False)])
 
 
 @register("resnet18")
@@ -105,6 +104,6 @@ class ResNet18Landmarks(LandmarkSource):
         model, names = load_model()
         points = predict_points(model, np.ascontiguousarray(image), [face.box for face in faces])
         return [
-            face.with_landmarks({name: (float(x), float(y)) for name, (x, y) in zip(names, pts)})
-            for face, pts in zip(faces, points)
+            face.with_landmarks({name: (float(x), float(y)) for name, (x, y) in zip(names, pts, strict=False)})
+            for face, pts in zip(faces, points, strict=False)
         ]

@@ -12,8 +12,8 @@ Validation splits (fmd-val, wider-val) are never used here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -45,7 +45,9 @@ def _save_candidates(path: Path, keys: list[str], done: list[dict[str, RawDetect
     arrays: dict[str, np.ndarray] = {"images": np.array(len(done))}
     for key in keys:
         arrays[f"{key}/counts"] = np.array([len(c[key].scores) for c in done], np.int64)
-        arrays[f"{key}/boxes"] = np.concatenate([c[key].boxes.reshape(-1, 4) for c in done]) if done else np.zeros((0, 4))
+        arrays[f"{key}/boxes"] = (
+            np.concatenate([c[key].boxes.reshape(-1, 4) for c in done]) if done else np.zeros((0, 4))
+        )
         arrays[f"{key}/scores"] = np.concatenate([c[key].scores for c in done]) if done else np.zeros(0)
     temporary = path.with_suffix(".part.npz")
     np.savez(temporary, **arrays)
@@ -63,7 +65,7 @@ def _load_candidates(path: Path, keys: list[str]) -> list[dict[str, RawDetection
         for key in keys:
             ends = np.cumsum(cache[f"{key}/counts"])
             starts = ends - cache[f"{key}/counts"]
-            for index, (start, end) in enumerate(zip(starts, ends)):
+            for index, (start, end) in enumerate(zip(starts, ends, strict=False)):
                 done[index][key] = RawDetections(
                     boxes=cache[f"{key}/boxes"][start:end], scores=cache[f"{key}/scores"][start:end], landmarks=None
                 )
@@ -95,7 +97,7 @@ def fit_calibration(
     maps = {}
     for key in ensemble.member_names:
         scores, is_face = [], []
-        for record, per_member in zip(data, candidates):
+        for record, per_member in zip(data, candidates, strict=False):
             raw = per_member[key]
             matched = match_detections(record.boxes, raw.boxes, raw.scores, iou=0.5)
             hits = np.zeros(len(raw.scores), bool)

@@ -22,10 +22,10 @@ from fmblur.datasets import AnnotatedImage, read_source
 from fmblur.detectors.base import torch_device
 from fmblur.detectors.frcnn import (
     BACKBONES,
-    cards_path,
     INFERENCE_UPSCALE_TO,
     FasterRCNNDetector,
     build_fasterrcnn,
+    cards_path,
     weights_path,
 )
 from fmblur.resources import record_sha256
@@ -47,7 +47,9 @@ TRAINING_OPTIONS = {
     "rpn_batch_size_per_image": 128,
     "box_batch_size_per_image": 128,
 }
-VAL_UPSCALE_TO = 640  # per-epoch validation enlarges photos to this (cheaper than the detectors' 1280; kept for comparable curves)
+VAL_UPSCALE_TO = (
+    640  # per-epoch validation enlarges photos to this (cheaper than the detectors' 1280; kept for comparable curves)
+)
 
 
 @dataclass
@@ -152,9 +154,15 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
         optimiser.load_state_dict(state["optimiser"])
         epoch, step = int(state["epoch"]), int(state["step"])
         truncate_history(run_dir, epoch)
-        log(f"run already has {epoch} epochs" if epoch >= config.epochs else f"resumed at epoch {epoch + 1}, step {step}")
-    log(f"{config.backbone}: {len(train_records)} training photos, {len(val_records)} validation photos, "
-        f"{steps_per_epoch} steps per epoch on {device.type}")
+        log(
+            f"run already has {epoch} epochs"
+            if epoch >= config.epochs
+            else f"resumed at epoch {epoch + 1}, step {step}"
+        )
+    log(
+        f"{config.backbone}: {len(train_records)} training photos, {len(val_records)} validation photos, "
+        f"{steps_per_epoch} steps per epoch on {device.type}"
+    )
 
     def snapshot() -> dict:
         return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step}
@@ -229,14 +237,24 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
     target = weights_path(config.backbone)
     torch.save({"state_dict": half_state if use_half else state["model"], "epochs": int(state["epoch"])}, target)
     if manifest is not None:  # the target sits beside the manifest
-        digest = record_sha256(f"fasterrcnn_{config.backbone}", target, f"trained here: fmblur train detector ({run_dir.name})")
+        digest = record_sha256(
+            f"fasterrcnn_{config.backbone}", target, f"trained here: fmblur train detector ({run_dir.name})"
+        )
     else:
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
     cards_file = cards_path()
     cards = json.loads(cards_file.read_text()) if cards_file.is_file() else {}
-    cards[config.backbone] = {"fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4), "epochs": int(state["epoch"]),
-                              "upscale_to": INFERENCE_UPSCALE_TO, "fp16": use_half, "fp32_ap50": round(full["val_ap50"], 4), "fp16_ap50": round(half["val_ap50"], 4),
-                              # the data decides the weights' licence (WIDER FACE: research use only)
-                              "train_data": [source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])]}
+    cards[config.backbone] = {
+        "fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4),
+        "epochs": int(state["epoch"]),
+        "upscale_to": INFERENCE_UPSCALE_TO,
+        "fp16": use_half,
+        "fp32_ap50": round(full["val_ap50"], 4),
+        "fp16_ap50": round(half["val_ap50"], 4),
+        # the data decides the weights' licence (WIDER FACE: research use only)
+        "train_data": [
+            source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])
+        ],
+    }
     cards_file.write_text(json.dumps(cards, indent=2) + "\n")
     return {"path": str(target), "sha256": digest, **cards[config.backbone]}

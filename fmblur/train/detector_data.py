@@ -103,4 +103,4 @@ class FaceDetectionDataset(torch.utils.data.Dataset):
 
 
 def collate(batch):
-    return tuple(zip(*batch))
+    return tuple(zip(*batch, strict=False))

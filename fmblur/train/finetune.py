@@ -85,7 +85,9 @@ def _retinaface_graph():
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     for node in list(graph.node):
         if node.op_type == "Identity" and node.input[0] in initializers:
-            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[node.input[0]]), node.output[0]))
+            graph.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(initializers[node.input[0]]), node.output[0])
+            )
             graph.node.remove(node)
     return model
 
@@ -122,9 +124,11 @@ def retinaface_onnx_with(state: dict[str, torch.Tensor]) -> bytes:
         if node.op_type != "Conv":
             continue
         module = _conv_module_name(node.name)
-        for input_name, suffix in zip(node.input[1:], ("weight", "bias")):
+        for input_name, suffix in zip(node.input[1:], ("weight", "bias"), strict=False):
             key = f"{module}.{suffix}"
-            initializers[input_name].CopyFrom(numpy_helper.from_array(state[key].detach().float().cpu().numpy(), input_name))
+            initializers[input_name].CopyFrom(
+                numpy_helper.from_array(state[key].detach().float().cpu().numpy(), input_name)
+            )
             written.add(key)
     left = {key for key in state if key.endswith((".weight", ".bias"))} - written
     if left:
@@ -151,7 +155,7 @@ def retinaface_input(image: np.ndarray) -> torch.Tensor:
 def retinaface_priors(height: int, width: int) -> torch.Tensor:
     """(P, 4) prior boxes as (cx, cy, w, h) in units of the image size, in the network's output order."""
     priors = []
-    for stride, sizes in zip(RETINAFACE_STRIDES, RETINAFACE_SIZES):
+    for stride, sizes in zip(RETINAFACE_STRIDES, RETINAFACE_SIZES, strict=False):
         rows, cols = math.ceil(height / stride), math.ceil(width / stride)
         ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
         centres = torch.stack([(xs.reshape(-1) + 0.5) * stride / width, (ys.reshape(-1) + 0.5) * stride / height], 1)
@@ -161,7 +165,10 @@ def retinaface_priors(height: int, width: int) -> torch.Tensor:
 
 
 def retinaface_loss(
-    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], targets: list[dict], priors: torch.Tensor, size: tuple[int, int]
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    targets: list[dict],
+    priors: torch.Tensor,
+    size: tuple[int, int],
 ) -> dict[str, torch.Tensor]:
     """RetinaFace's multibox loss (Deng et al. 2020; biubug6/Pytorch_Retinaface): each face claims the priors it
     overlaps by MATCH_IOU and its best prior; boxes and landmarks regress on positives (landmarks only where
@@ -200,9 +207,12 @@ def retinaface_loss(
     loss_box = torch.nn.functional.smooth_l1_loss(loc[positives], loc_target[positives], reduction="sum") / count
     count_points = point_known.sum().clamp(min=1).float()
     loss_points = (
-        torch.nn.functional.smooth_l1_loss(points[point_known], point_target[point_known], reduction="sum") / count_points
+        torch.nn.functional.smooth_l1_loss(points[point_known], point_target[point_known], reduction="sum")
+        / count_points
     )
-    per_prior = torch.nn.functional.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1), reduction="none").reshape(batch, -1)
+    per_prior = torch.nn.functional.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1), reduction="none").reshape(
+        batch, -1
+    )
     with torch.no_grad():
         mining = per_prior.clone()
         mining[positives] = 0.0
@@ -214,7 +224,11 @@ def retinaface_loss(
 
 
 def training_step(
-    network: torch.nn.Module, optimiser: torch.optim.Optimizer, images: torch.Tensor, targets: list[dict], priors: torch.Tensor
+    network: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: list[dict],
+    priors: torch.Tensor,
 ) -> dict[str, float]:
     """One optimiser step on a batch; returns the loss terms before the step."""
     losses = retinaface_loss(network(images), targets, priors, tuple(images.shape[2:]))
@@ -288,7 +302,11 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
     bar = progress_factory("landmark teacher", len(unique)) if progress_factory else None
     teacher = _teacher(config.base)
     by_path = dict(
-        zip((str(r.path) for r in unique), teacher_landmarks(unique, teacher.detect, run_dir / "teacher_landmarks.npz", bar))
+        zip(
+            (str(r.path) for r in unique),
+            teacher_landmarks(unique, teacher.detect, run_dir / "teacher_landmarks.npz", bar),
+            strict=False,
+        )
     )
     augment = FinetuneAugment(
         size=config.size, min_face=config.min_face, mask_p=config.mask_p, low_light_p=config.low_light_p
@@ -307,11 +325,17 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
         optimiser.load_state_dict(state["optimiser"])
         epoch, step = int(state["epoch"]), int(state["step"])
         truncate_history(run_dir, epoch)
-        log(f"run already has {epoch} epochs" if epoch >= config.epochs else f"resumed at epoch {epoch + 1}, step {step}")
+        log(
+            f"run already has {epoch} epochs"
+            if epoch >= config.epochs
+            else f"resumed at epoch {epoch + 1}, step {step}"
+        )
     known = sum(int(np.isfinite(p).all(axis=(1, 2)).sum()) for p in by_path.values())
     faces = sum(len(r.boxes) for r in unique)
-    log(f"{config.base}: {len(records)} training samples per epoch ({len(unique)} photos, {faces} faces, "
-        f"{known} with teacher landmarks), {steps_per_epoch} steps per epoch on {device.type}")
+    log(
+        f"{config.base}: {len(records)} training samples per epoch ({len(unique)} photos, {faces} faces, "
+        f"{known} with teacher landmarks), {steps_per_epoch} steps per epoch on {device.type}"
+    )
 
     def snapshot() -> dict:
         return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step}
@@ -362,7 +386,10 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
             append_history(run_dir, row)
             save_checkpoint(run_dir, snapshot())
             plot_history(run_dir, f"fine-tuned {config.base}")
-            log(f"epoch {epoch}: loss {row['loss']:.4f}" + "".join(f", {k} {v / max(1, done_here):.4f}" for k, v in sums.items()))
+            log(
+                f"epoch {epoch}: loss {row['loss']:.4f}"
+                + "".join(f", {k} {v / max(1, done_here):.4f}" for k, v in sums.items())
+            )
     return run_dir / "last.pt"
 
 

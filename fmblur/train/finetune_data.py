@@ -269,5 +269,5 @@ class FinetuneDataset(torch.utils.data.Dataset):
 
 
 def collate(batch: list) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    images, targets = zip(*batch)
+    images, targets = zip(*batch, strict=False)
     return torch.stack(images), list(targets)

@@ -11,9 +11,9 @@ so training can jitter the box and re-crop without reading the photos again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -119,7 +119,9 @@ def collect_faces(records: list[AnnotatedImage], progress: Callable[[], None] | 
     )
 
 
-def cached_faces(split: str, cache_dir: Path, progress_factory: Callable[[str, int], Callable] | None = None) -> LandmarkSet:
+def cached_faces(
+    split: str, cache_dir: Path, progress_factory: Callable[[str, int], Callable] | None = None
+) -> LandmarkSet:
     """collect_faces for a named split (see fmblur.eval.detection.load_split), cached in cache_dir/<split>.npz."""
     from fmblur.eval.detection import load_split
 

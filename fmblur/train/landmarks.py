@@ -1,8 +1,9 @@
 """`fmblur train landmarks`: the ResNet18 landmark regressor, distilled from RetinaFace and dlib.
 
 Data: face-mask photos 0..239 and WIDER FACE subset training photos (never the validation splits), faces
-where the two teachers agree (fmblur.train.landmark_data), minus the photos in examples/ (the tests' faces). A tenth of the training photos (by name) is kept
-aside for the per-epoch curve; the reported NME is measured on fmd-val and wider-val by `fmblur eval landmarks`.
+where the two teachers agree (fmblur.train.landmark_data), minus the photos in examples/ (the tests' faces).
+A tenth of the training photos (by name) is kept aside for the per-epoch curve; the reported NME is measured
+on fmd-val and wider-val by `fmblur eval landmarks`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import numpy as np
 import torch
 
 from fmblur.face import LANDMARK_NAMES
-from fmblur.resources import examples_dir, record_sha256
 from fmblur.landmarks.resnet18 import (
     CROP_SCALE,
     CROP_SIZE,
@@ -30,6 +30,7 @@ from fmblur.landmarks.resnet18 import (
     to_tensor,
     warp_crop,
 )
+from fmblur.resources import examples_dir, record_sha256
 from fmblur.train.augment import Photometric
 from fmblur.train.landmark_data import AGREEMENT, LandmarkSet, cached_faces, inter_ocular
 from fmblur.train.run_state import (
@@ -65,10 +66,16 @@ def _photometric():
     import albumentations as A
 
     strengths = Photometric(
-        max_box_blur=7, max_gaussian_blur=15, blur_p=0.4, brightness_contrast_p=0.5, colour_p=0.3, fog_p=0.05,
-        downscale=(0.25, 0.75), downscale_p=0.25,
+        max_box_blur=7,
+        max_gaussian_blur=15,
+        blur_p=0.4,
+        brightness_contrast_p=0.5,
+        colour_p=0.3,
+        fog_p=0.05,
+        downscale=(0.25, 0.75),
+        downscale_p=0.25,
     )
-    return A.Compose(strengths.transforms() + [A.ToGray(p=0.1), A.ImageCompression(quality_range=(30, 95), p=0.3)])
+    return A.Compose([*strengths.transforms(), A.ToGray(p=0.1), A.ImageCompression(quality_range=(30, 95), p=0.3)])
 
 
 def jittered_crop(
@@ -129,7 +136,9 @@ def _holdout(sources: np.ndarray) -> np.ndarray:
 def load_training_faces(config: LandmarkTrainingConfig, cache_dir: Path, progress_factory=None) -> LandmarkSet:
     """Agreeing faces of the training splits, except those of the photos in examples/ (the tests' held-out faces)."""
     sets = [cached_faces(split, cache_dir, progress_factory) for split in config.splits]
-    merged = LandmarkSet(**{name: np.concatenate([getattr(s, name) for s in sets]) for name in LandmarkSet.__dataclass_fields__})
+    merged = LandmarkSet(
+        **{name: np.concatenate([getattr(s, name) for s in sets]) for name in LandmarkSet.__dataclass_fields__}
+    )
     held_out = {path.name for path in examples_dir().glob("*.jpg")}
     from_examples = np.array([source.split("#")[0] in held_out for source in merged.sources])
     return merged.subset((merged.agreement <= config.agreement) & ~from_examples)
@@ -191,12 +200,21 @@ def train(config: LandmarkTrainingConfig, run_dir: Path, cache_dir: Path, log=pr
         scheduler.load_state_dict(state["scheduler"])
         epoch, step = int(state["epoch"]), int(state["step"])
         truncate_history(run_dir, epoch)
-        log(f"run already has {epoch} epochs" if epoch >= config.epochs else f"resumed at epoch {epoch + 1}, step {step}")
+        log(
+            f"run already has {epoch} epochs"
+            if epoch >= config.epochs
+            else f"resumed at epoch {epoch + 1}, step {step}"
+        )
     photometric = _photometric() if config.augment else None
 
     def snapshot() -> dict:
-        return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "step": step}
+        return {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+        }
 
     with StopRequested() as stop:
         while epoch < config.epochs:
@@ -227,8 +245,13 @@ def train(config: LandmarkTrainingConfig, run_dir: Path, cache_dir: Path, log=pr
             epoch, step = epoch + 1, 0
             append_history(
                 run_dir,
-                {"epoch": epoch, "train_loss": float(np.mean(losses)), "holdout_nme": float(np.mean(error)),
-                 "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 1)},
+                {
+                    "epoch": epoch,
+                    "train_loss": float(np.mean(losses)),
+                    "holdout_nme": float(np.mean(error)),
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": round(time.perf_counter() - started, 1),
+                },
             )
             save_checkpoint(run_dir, snapshot())
             plot_history(run_dir, "ResNet18 landmarks")

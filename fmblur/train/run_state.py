@@ -29,7 +29,7 @@ class StopRequested:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+    def _handle(self, signum, frame) -> None:
         self.requested = True
 
     def __exit__(self, *exc) -> None:
