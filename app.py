@@ -19,10 +19,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 import numpy as np
+import torch
 
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
 from fmblur.detectors.frcnn import FasterRCNNDetector, train_command, variant_status
 from fmblur.detectors.presets import MEASURED
+from fmblur.device import onnx_providers, resolved_device, select_device, selected_device
 from fmblur.draw import draw_faces
 from fmblur.identity import create_embedder
 from fmblur.identity.selection import build_selection
@@ -139,7 +141,8 @@ def _timing_line(result: PipelineResult) -> str:
     t = result.timings_ms
     return (
         f"detect {t['detect']:.0f} ms · landmarks {t['landmarks']:.0f} ms · obfuscate {t['obfuscate']:.0f} ms · "
-        f"total {t['total']:.0f} ms ({result.fps:.1f} FPS)"
+        f"total {t['total']:.0f} ms ({result.fps:.1f} FPS)\n\nRan on: {result.runtime['detector']}"
+        f" (landmarks: {result.runtime['landmarks']})"
     )
 
 
@@ -302,6 +305,14 @@ def _detector_choices() -> list[tuple[str, str]]:
     return labels
 
 
+def _device_text() -> str:
+    """The header's device line: the process's choice (FMBLUR_DEVICE, default auto) and what it resolved to."""
+    resolved = resolved_device()
+    gpu = f" ({torch.cuda.get_device_name(0)})" if resolved == "cuda" else ""
+    providers = ", ".join(onnx_providers())
+    return f"**{resolved.upper()}**{gpu} (device {selected_device()}; onnxruntime providers: {providers})"
+
+
 def _untrained_variants_note() -> str:
     """The project's detectors without weights yet: listed (not selectable) with the command that trains them."""
     missing = [name for name in detector_names() if name not in available_detector_names()]
@@ -350,7 +361,7 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="fmblur: face anonymiser for masked faces", delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(
             "# fmblur\nHide every face (masked or not) in a photo or a video. Runs on this server's "
-            f"CPU/GPU; nothing is uploaded anywhere else.\n\n{LIMITS_TEXT}"
+            f"{_device_text()}; nothing is uploaded anywhere else.\n\n{LIMITS_TEXT}"
         )
         with gr.Tab("Anonymize"):
             with gr.Row():
@@ -417,6 +428,8 @@ def build_app() -> gr.Blocks:
 
 
 if __name__ == "__main__":
+    # FMBLUR_DEVICE=cuda on a GPU Space (an error at start where there is none), cpu to keep the GPU free.
+    select_device(os.environ.get("FMBLUR_DEVICE", "auto"))
     build_app().launch(
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=f"{MAX_UPLOAD_MB}mb",

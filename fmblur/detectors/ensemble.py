@@ -187,6 +187,10 @@ class EnsembleDetector(Detector):
             if self.maps[spec.key] is None:
                 log.warning("no precision map for ensemble member %s: its operating threshold counts as 0.5", spec.key)
 
+    def runtime(self) -> str:
+        """Each distinct runtime of the members (e.g. onnxruntime on CUDA for CenterFace, torch for MTCNN)."""
+        return ", ".join(dict.fromkeys(f"{name}: {d.runtime()}" for name, d in self.detectors.items()))
+
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:  # pragma: no cover - not used
         raise NotImplementedError("the ensemble fuses its members' detect_raw results")
 

@@ -26,8 +26,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, torch_device
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
 from fmblur.detectors.registry import register
+from fmblur.device import resolved_device
 from fmblur.resources import verify_file
 from fmblur.resources import weights_path as shipped_weights_path
 
@@ -124,7 +125,7 @@ def variant_status(backbone: str) -> str:
 
 
 @functools.cache
-def _load_model(backbone: str) -> FasterRCNN:
+def _load_model(backbone: str, device: str) -> FasterRCNN:
     path = weights_path(backbone)
     if not path.is_file():
         raise DetectorUnavailable(
@@ -134,7 +135,7 @@ def _load_model(backbone: str) -> FasterRCNN:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_fasterrcnn(backbone)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()})
-    return model.eval().to(torch_device())
+    return model.eval().to(device)
 
 
 class FasterRCNNDetector(Detector):
@@ -151,12 +152,19 @@ class FasterRCNNDetector(Detector):
         return weights_path(cls.backbone).is_file()
 
     def _load(self) -> None:
-        self._model = _load_model(self.backbone)
+        self._model = _load_model(self.backbone, resolved_device())
+
+    def runtime(self) -> str:
+        return f"torch {self._device.type}" if self._loaded else super().runtime()
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self._model.parameters()).device
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)  # a copy: inputs may be read-only
         with torch.inference_mode():
-            output = self._model([tensor.to(torch_device())])[0]
+            output = self._model([tensor.to(self._device)])[0]
         keep = output["scores"] >= min(threshold, 0.05)
         return RawDetections(
             boxes=output["boxes"][keep].cpu().numpy().astype(np.float32),

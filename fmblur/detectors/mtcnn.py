@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, torch_device
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
 from fmblur.detectors.registry import register
+from fmblur.device import resolved_device
 from fmblur.resources import verify_file
 
 
 @functools.cache
-def _load_mtcnn(min_face_size: int):
-    """facenet-pytorch's MTCNN on CUDA when present, built once per process and face size."""
+def _load_mtcnn(min_face_size: int, device: str):
+    """facenet-pytorch's MTCNN, built once per process, face size and device."""
     try:
         from facenet_pytorch import MTCNN
     except ImportError as error:
@@ -26,7 +27,7 @@ def _load_mtcnn(min_face_size: int):
     data = Path(inspect.getfile(MTCNN)).parents[1] / "data"
     for net in ("pnet", "rnet", "onet"):
         verify_file(f"mtcnn_{net}", data / f"{net}.pt")
-    return MTCNN(keep_all=True, min_face_size=min_face_size, device=torch_device()).eval()
+    return MTCNN(keep_all=True, min_face_size=min_face_size, device=device).eval()
 
 
 @register("mtcnn")
@@ -41,7 +42,10 @@ class MTCNNDetector(Detector):
     min_face_size = 12  # smallest face the pyramid looks for (facenet-pytorch's default is 20)
 
     def _load(self) -> None:
-        self._mtcnn = _load_mtcnn(self.min_face_size)
+        self._mtcnn = _load_mtcnn(self.min_face_size, resolved_device())
+
+    def runtime(self) -> str:
+        return f"torch {torch.device(self._mtcnn.device).type}" if self._loaded else super().runtime()
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         with torch.inference_mode():

@@ -1,22 +1,19 @@
-"""onnxruntime sessions with explicit execution providers.
-
-Left alone, onnxruntime may pick whatever provider a wheel registers first (e.g. Azure);
-we ask for CUDA when this machine has it, then CPU.
-"""
+"""onnxruntime sessions with explicit execution providers, from the process's device choice (fmblur.device)."""
 
 from __future__ import annotations
 
 import onnxruntime as ort
 
-
-def onnx_providers() -> list[str]:
-    available = ort.get_available_providers()
-    providers = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []
-    return [*providers, "CPUExecutionProvider"]
+from fmblur.device import onnx_providers
 
 
-def make_session(model: bytes | str) -> ort.InferenceSession:
+def make_session(model: bytes | str, providers: tuple[str, ...] | None = None) -> ort.InferenceSession:
     """A session for an ONNX model given as bytes or a file path."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the shipped models warn about unused initialisers; not actionable
-    return ort.InferenceSession(model, sess_options=options, providers=onnx_providers())
+    return ort.InferenceSession(model, sess_options=options, providers=list(providers or onnx_providers()))
+
+
+def session_runtime(session: ort.InferenceSession) -> str:
+    """The provider that actually runs the session (the first one onnxruntime could load)."""
+    return f"onnxruntime {session.get_providers()[0]}"

@@ -12,8 +12,9 @@ import numpy as np
 import onnxruntime as ort
 
 from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
-from fmblur.detectors.onnx_session import make_session
+from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
+from fmblur.device import onnx_providers
 from fmblur.resources import verify_bytes, verify_file, weights_path
 
 _NMS_IOU = 0.4  # the value RetinaFace was evaluated with
@@ -23,8 +24,8 @@ MASKED_WEIGHTS = "retinaface_masked.onnx"
 
 
 @functools.cache
-def _load_retinaface(fine_tuned: bool = False) -> tuple[ort.InferenceSession, Callable, ModuleType]:
-    """(session, preprocess, postprocess module), built once per process."""
+def _load_retinaface(fine_tuned: bool, providers: tuple[str, ...]) -> tuple[ort.InferenceSession, Callable, ModuleType]:
+    """(session, preprocess, postprocess module), built once per process and providers."""
     try:
         # The package's __init__ rebinds `retinaface.preprocess`/`.postprocess` to functions,
         # so reach the modules through importlib.
@@ -39,8 +40,8 @@ def _load_retinaface(fine_tuned: bool = False) -> tuple[ort.InferenceSession, Ca
         path = weights_path(MASKED_WEIGHTS)
         if not path.is_file():
             raise DetectorUnavailable(f"{path} is missing: fmblur train finetune --base retinaface, then --export")
-        return make_session(verify_file("retinaface-masked", path).read_bytes()), preprocess, postprocess
-    return make_session(verify_bytes("retinaface", weights)), preprocess, postprocess
+        return make_session(verify_file("retinaface-masked", path).read_bytes(), providers), preprocess, postprocess
+    return make_session(verify_bytes("retinaface", weights), providers), preprocess, postprocess
 
 
 @register("retinaface")
@@ -55,7 +56,10 @@ class RetinaFaceDetector(Detector):
     fine_tuned = False
 
     def _load(self) -> None:
-        self._session, self._preprocess, self._postprocess = _load_retinaface(self.fine_tuned)
+        self._session, self._preprocess, self._postprocess = _load_retinaface(self.fine_tuned, onnx_providers())
+
+    def runtime(self) -> str:
+        return session_runtime(self._session) if self._loaded else super().runtime()
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = self._preprocess(image)  # RGB -> BGR, mean subtraction, NCHW float32

@@ -14,6 +14,10 @@ from fmblur.registry import Registry
 class LandmarkSource(ABC):
     name: str = ""
 
+    def runtime(self) -> str:
+        """What computes the landmarks (numpy and dlib run on the CPU; the ResNet18 says its torch device)."""
+        return "cpu"
+
     @abstractmethod
     def apply(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
         """The same faces, in the same order, with this source's landmarks (None where it has none)."""

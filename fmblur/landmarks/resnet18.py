@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torchvision
 
+from fmblur.device import resolved_device
 from fmblur.face import LANDMARK_NAMES, Face
 from fmblur.landmarks.registry import LandmarkSource, register
 from fmblur.resources import verify_file, weights_path
@@ -71,7 +72,7 @@ def build_model(points: int = len(LANDMARK_NAMES), weights_backbone: str | None 
 
 
 @functools.cache
-def load_model(path: str | None = None) -> tuple[torch.nn.Module, tuple[str, ...]]:
+def load_model(path: str | None = None, device: str = "cpu") -> tuple[torch.nn.Module, tuple[str, ...]]:
     """The shipped model (checked against weights/manifest.json) and the names of its points."""
     path = path or str(weights_path(WEIGHTS_FILE))
     verify_file("landmarks_resnet18", path)
@@ -79,8 +80,7 @@ def load_model(path: str | None = None) -> tuple[torch.nn.Module, tuple[str, ...
     names = tuple(checkpoint["point_names"])
     model = build_model(len(names))
     model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
-    model.eval()
-    return model, names
+    return model.eval().to(device), names
 
 
 @torch.inference_mode()
@@ -90,7 +90,8 @@ def predict_points(model: torch.nn.Module, image: np.ndarray, boxes: Sequence[Se
         return np.zeros((0, 0, 2))
     matrices = [crop_transform(box) for box in boxes]
     crops = np.stack([warp_crop(image, m) for m in matrices])
-    output = model(to_tensor(crops)).numpy().reshape(len(boxes), -1, 2) * CROP_SIZE
+    device = next(model.parameters()).device
+    output = model(to_tensor(crops).to(device)).cpu().numpy().reshape(len(boxes), -1, 2) * CROP_SIZE
     return np.stack([apply_affine(invert_affine(m), pts) for m, pts in zip(matrices, output, strict=False)])
 
 
@@ -98,10 +99,13 @@ def predict_points(model: torch.nn.Module, image: np.ndarray, boxes: Sequence[Se
 class ResNet18Landmarks(LandmarkSource):
     """The project's ResNet18 regression CNN on each face crop (weights/landmarks_resnet18.pt)."""
 
+    def runtime(self) -> str:
+        return f"torch {resolved_device()}"
+
     def apply(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
         if not faces:
             return []
-        model, names = load_model()
+        model, names = load_model(device=resolved_device())
         points = predict_points(model, np.ascontiguousarray(image), [face.box for face in faces])
         return [
             face.with_landmarks({name: (float(x), float(y)) for name, (x, y) in zip(names, pts, strict=False)})

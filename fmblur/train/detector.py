@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from fmblur.datasets import AnnotatedImage, read_source
-from fmblur.detectors.base import torch_device
 from fmblur.detectors.frcnn import (
     BACKBONES,
     INFERENCE_UPSCALE_TO,
@@ -28,6 +27,7 @@ from fmblur.detectors.frcnn import (
     cards_path,
     weights_path,
 )
+from fmblur.device import torch_device
 from fmblur.resources import record_sha256
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (

@@ -24,7 +24,7 @@ import torchvision
 
 from fmblur.atomic import atomic_target
 from fmblur.datasets import AnnotatedImage
-from fmblur.detectors.base import torch_device
+from fmblur.device import torch_device
 from fmblur.train.detector import load_records
 from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
 from fmblur.train.run_state import (
