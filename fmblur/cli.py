@@ -566,26 +566,40 @@ def run_train_calibration(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from fmblur.eval.detection import evaluate, markdown_table, save_report
+    from fmblur.eval.detection import darkener, evaluate, markdown_table, save_report
 
     if args.what == "landmarks":
         return run_eval_landmarks(args)
     if args.what == "privacy":
         return run_eval_privacy(args)
 
-    transform = None
+    transforms = []
+    if args.gamma != 1.0:
+        transforms.append(darkener(args.gamma))
     if args.anonymized:
         # The images as fmblur's defaults leave them: how many faces does each detector still find?
         anonymizer = Anonymizer()
-        transform = lambda image: anonymizer(image).image  # noqa: E731
+        transforms.append(lambda image: anonymizer(image).image)
+
+    def transform(image):
+        for step in transforms:
+            image = step(image)
+        return image
+
     out_dir = Path(args.output)
     for data in args.data or ["fmd-val"]:
         try:
-            report = evaluate(args.detector, data, transform=transform, progress_factory=_bar_factory(f"{data}: "))
+            report = evaluate(
+                args.detector,
+                data,
+                transform=transform if transforms else None,
+                progress_factory=_bar_factory(f"{data}: "),
+            )
         except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
             print(f"fmblur: error: {error}", file=sys.stderr)
             return 2
         stem = Path(data).name.replace(".", "_") + ("_anonymized" if args.anonymized else "")
+        stem += f"_gamma{args.gamma:g}" if args.gamma != 1.0 else ""
         paths = save_report(report, out_dir, stem)
         print(markdown_table(report) + "\n")
         print("written: " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -668,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fmd-val, wider-val, a folder of VOC XMLs or a WIDER txt (default: fmd-val; landmarks: both val splits)",
     )
     evaluation.add_argument("--anonymized", action="store_true", help="evaluate on the images after fmblur")
+    evaluation.add_argument(
+        "--gamma", type=float, default=1.0, help="darken every image by this gamma first (2.2: a low-light copy)"
+    )
     evaluation.add_argument("-o", "--output", default="outputs/eval", help="folder for JSON, markdown and PR PNG")
     evaluation.set_defaults(run=run_eval)
 

@@ -112,6 +112,12 @@ def gaussian_blur(image: np.ndarray, kernel: int) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+# The ellipse region also hides the face box grown by this factor. Chosen on face-mask training photos (every
+# 4th of 0..239) with RetinaFace at its threshold: of 217 detected faces, 87 kept more than 5 % of their
+# annotated box visible with the ellipse alone, 80 with the box itself added, 46 with the box grown 1.2x.
+INNER_BOX_SCALE = 1.2
+
+
 def region_box(face: Face, mask_scale: float, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer pixel rectangle (x1, y1, x2, y2, exclusive end) of a face's region, clipped to the image."""
     x1, y1, x2, y2 = face.box
@@ -136,6 +142,15 @@ def _shape_mask(face: Face, config: ObfuscationConfig, rect: tuple[int, int, int
         cx, cy = (x1 + x2) / 2 - left, (y1 + y2) / 2 - top
         axes = ((x2 - x1) * config.mask_scale / 2, (y2 - y1) * config.mask_scale / 2)
         _fill_ellipse(mask, (cx, cy), axes, 0.0)
+        # An ellipse leaves the corners of the box (forehead, chin, cheeks) as they were, so the face box itself,
+        # grown by up to INNER_BOX_SCALE, is always hidden too.
+        grow = min(INNER_BOX_SCALE, config.mask_scale)
+        half_w, half_h = (x2 - x1) * grow / 2, (y2 - y1) * grow / 2
+        inner_top, inner_left = max(0, int(np.floor(cy - half_h))), max(0, int(np.floor(cx - half_w)))
+        mask[
+            inner_top : max(inner_top, int(np.ceil(cy + half_h))),
+            inner_left : max(inner_left, int(np.ceil(cx + half_w))),
+        ] = 1
     if config.feather > 0 and mask.any():
         # Soft edge inside the region: weight rises from the border to 1 over `feather_px`.
         feather_px = max(1.0, config.feather * min(mask.shape))

@@ -155,3 +155,17 @@ def test_default_blur_hides_faces_from_the_detector(example, detected):
         boxes = np.array([f.box for f in again], np.float32).reshape(-1, 4)
         matched = match_detections(example.boxes, boxes, np.array([f.score for f in again]), iou=0.3)
         assert (matched < 0).all(), f"{config.mode}: a hidden face is still detected"
+
+
+def test_the_ellipse_hides_each_detected_box_whole_corners_included(example):
+    """A tight detector box's corners (forehead, chin) lie outside an ellipse grown 1.3x; they are hidden too."""
+    faces = create_detector("retinaface").detect(example.image)
+    assert len(faces) >= len(example.boxes)
+    config = ObfuscationConfig(shape="ellipse")
+    covered = coverage_mask(example.image.shape[:2], faces, config)
+    output = obfuscate(example.image, faces, config)
+    for face in faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        assert covered[y1:y2, x1:x2].all()
+        corner = (slice(y1, y1 + 3), slice(x1, x1 + 3))
+        assert (output[corner] != example.image[corner]).any()

@@ -127,6 +127,49 @@ def operating_metrics(data: list[AnnotatedImage], predictions: Predictions, thre
     }
 
 
+def darkener(gamma: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A low-light copy maker: every pixel through the gamma curve (2.2 turns mid-grey 128 into 56)."""
+    lookup = np.round(255 * (np.arange(256) / 255) ** gamma).astype(np.uint8)
+    return lambda image: lookup[image]
+
+
+# A detected face counts as hidden enough when the hidden region covers this share of its annotated box.
+COVERED_ENOUGH = 0.95
+
+
+def coverage_metrics(
+    data: list[AnnotatedImage], predictions: Predictions, threshold: float, shapes: list[tuple[int, int]]
+) -> dict:
+    """Of the annotated faces a detection finds (IoU >= 0.3), how much of each annotated box the default
+    obfuscation region of the detections at `threshold` covers, and how many stay under COVERED_ENOUGH:
+    detected but not hidden enough."""
+    from fmblur.face import Face
+    from fmblur.obfuscate import ObfuscationConfig, coverage_mask
+
+    config = ObfuscationConfig()
+    shares = []
+    for record, boxes, scores, shape in zip(data, predictions.boxes, predictions.scores, shapes, strict=True):
+        keep = scores >= threshold
+        matched = match_detections(record.boxes, boxes[keep], scores[keep], iou=0.3)
+        found = np.flatnonzero((matched >= 0) & ~record.ignore)
+        if len(found) == 0:
+            continue
+        hidden = coverage_mask(shape, [Face(box=tuple(b), score=1.0) for b in boxes[keep]], config)
+        height, width = shape
+        for index in found:
+            x1, y1, x2, y2 = record.boxes[index]
+            left, top = int(np.clip(np.floor(x1), 0, width)), int(np.clip(np.floor(y1), 0, height))
+            right, bottom = int(np.clip(np.ceil(x2), 0, width)), int(np.clip(np.ceil(y2), 0, height))
+            if right > left and bottom > top:
+                shares.append(float(hidden[top:bottom, left:right].mean()))
+    shares_array = np.asarray(shares)
+    return {
+        "detected": len(shares),
+        "mean_covered": float(shares_array.mean()) if shares else float("nan"),
+        "under_covered": int((shares_array < COVERED_ENOUGH).sum()),
+    }
+
+
 def recall_at_fp_budget(data: list[AnnotatedImage], predictions: Predictions, budget: float) -> dict:
     """The lowest threshold whose false positives per image stay within `budget`, and the recall there:
     detectors compared at the same false-positive rate, whatever their score scales."""
@@ -202,6 +245,7 @@ def evaluate(
     images = [read_image(record.path)[0] for record in data]
     if transform is not None:
         images = [transform(image) for image in images]
+    shapes = [image.shape[:2] for image in images]
     report = {"data": data_name, "images": len(data), "detectors": {}}
     for name in detectors:
         progress = progress_factory(name, len(images)) if progress_factory else None
@@ -209,6 +253,7 @@ def evaluate(
         threshold = (thresholds or {}).get(name, detector_class(name).default_threshold)
         metrics = operating_metrics(data, predictions, threshold)
         metrics["at_fp_budget"] = recall_at_fp_budget(data, predictions, FP_BUDGET)
+        metrics["coverage"] = coverage_metrics(data, predictions, threshold, shapes)
         coco, recall_points, precision = coco_metrics(data, predictions)
         metrics.update(coco)
         metrics["ms_per_image"] = predictions.ms_per_image
@@ -231,6 +276,15 @@ def markdown_table(report: dict) -> str:
             f"| {m['fp_per_image']:.2f} | {m['at_fp_budget']['recall@0.5']:.3f} ({m['at_fp_budget']['threshold']:.2f}) "
             f"| {m['AP@.5']:.3f} | {m['AP@.75']:.3f} | {m['AP@[.5:.95]']:.3f} | {m['ms_per_image']:.0f} |"
         )
+    lines += [
+        "",
+        f"detected faces (IoU >= 0.3) whose annotated box is less than {COVERED_ENOUGH:.0%} hidden:",
+        "",
+    ]
+    lines += ["| detector | detected | mean share covered | under-covered |", "|---|---|---|---|"]
+    for name, m in report["detectors"].items():
+        c = m["coverage"]
+        lines.append(f"| {name} | {c['detected']} | {c['mean_covered']:.3f} | {c['under_covered']} |")
     groups = sorted({g for m in report["detectors"].values() for g in m["recall_by_group"]})
     if groups:
         lines += ["", "recall@0.5 by group (faces):", ""]
