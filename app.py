@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
-from fmblur.detectors.frcnn import FasterRCNNDetector, train_command, variant_status
 from fmblur.detectors.presets import MEASURED
 from fmblur.device import onnx_providers, resolved_device, select_device, selected_device
 from fmblur.draw import draw_faces
@@ -297,12 +296,7 @@ def _detector_choices() -> list[tuple[str, str]]:
     names = available_detector_names()
     presets = [name for name in ("recall-first", "fast") if name in names]
     ordered = presets + [name for name in names if name not in presets]
-    labels = []
-    for name in ordered:
-        cls = detector_class(name)
-        is_variant = isinstance(cls, type) and issubclass(cls, FasterRCNNDetector)
-        labels.append((variant_status(cls.backbone) if is_variant else name, name))
-    return labels
+    return [(detector_class(name).menu_label(), name) for name in ordered]
 
 
 def _device_text() -> str:
@@ -318,7 +312,7 @@ def _untrained_variants_note() -> str:
     missing = [name for name in detector_names() if name not in available_detector_names()]
     if not missing:
         return ""
-    rows = [f"~~{name}~~ not trained yet: `{train_command(detector_class(name).backbone)}`" for name in missing]
+    rows = [f"~~{name}~~ not trained yet: `{detector_class(name).training_command()}`" for name in missing]
     return "Unavailable: " + " · ".join(rows)
 
 

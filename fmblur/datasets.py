@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ def read_voc(xml_path: str | Path, image_dir: str | Path | None = None) -> Annot
     return AnnotatedImage(path=image_path, boxes=np.asarray(boxes, np.float32).reshape(-1, 4), labels=labels)
 
 
+# The shared data sets (face-mask photos, WIDER FACE subset) beside the checkout, or FMBLUR_DATA.
+DATA_ROOT = Path(os.environ.get("FMBLUR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 WIDER_FLAGS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 
 
@@ -104,7 +107,7 @@ def read_coco(json_path: str | Path, image_dir: str | Path | None = None) -> lis
 
 def read_source(source: dict, data_root: Path | None = None) -> list[AnnotatedImage]:
     """One entry of a training config's data list:
-    {"split": "fmd-train"} (a named split of fmblur.eval.detection.load_split),
+    {"split": "fmd-train"} (a named split of load_split below),
     {"voc": "annotations/", "images": "images/"}, {"wider": "gt.txt", "images": "images/"} or
     {"coco": "instances.json", "images": "images/"}. Relative paths are relative to `data_root`."""
 
@@ -118,8 +121,6 @@ def read_source(source: dict, data_root: Path | None = None) -> list[AnnotatedIm
         return value
 
     if "split" in source:
-        from fmblur.eval.detection import load_split
-
         return load_split(source["split"])
     if "voc" in source:
         return [read_voc(xml, path("images")) for xml in sorted(path("voc").glob("*.xml"))]
@@ -129,3 +130,23 @@ def read_source(source: dict, data_root: Path | None = None) -> list[AnnotatedIm
     if "coco" in source:
         return read_coco(path("coco"), path("images"))
     raise ValueError(f"a data source needs one of split, voc, wider, coco: got {sorted(source)}")
+
+
+def load_split(name: str, data_root: Path = DATA_ROOT) -> list[AnnotatedImage]:
+    """A named split, or a folder of Pascal VOC XMLs, or a WIDER FACE txt (its images beside it in images/)."""
+    fmd = data_root / "face_mask_detection"
+    wider = data_root / "wider_face_train_subset"
+    if name in ("fmd-val", "fmd-train"):
+        numbers = range(240, 300) if name == "fmd-val" else range(0, 240)
+        return [read_voc(fmd / "annotations" / f"maksssksksss{n}.xml", fmd / "images") for n in numbers]
+    if name in ("wider-val", "wider-train"):
+        records = sorted(
+            read_wider(wider / "wider_face_train_bbx_gt_subset.txt", wider / "images"), key=lambda r: str(r.path)
+        )
+        return [r for i, r in enumerate(records) if (i % 8 == 0) == (name == "wider-val")]
+    path = Path(name)
+    if path.is_dir():
+        return [read_voc(xml) for xml in sorted(path.glob("*.xml"))]
+    if path.suffix == ".txt":
+        return read_wider(path, path.parent / "images")
+    raise ValueError(f"unknown data {name!r}: use fmd-val, wider-val, a folder of VOC XMLs or a WIDER txt")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fmblur.eval.matching import iou_matrix
 from fmblur.face import Face
+from fmblur.geometry import iou_matrix
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fmblur.cli import main
-from fmblur.eval.matching import match_detections
+from fmblur.geometry import match_detections
 from fmblur.image_io import read_image
 from tests.conftest import REPO
 
@@ -60,7 +60,7 @@ def test_folder_with_a_corrupt_file(tmp_path, photo_folder, examples, capsys):
         for box in example.boxes:
             assert changed_share(example.image, result, box) > 0.8
         record = json.loads((out / f"{example.path.stem}.json").read_text())
-        assert set(record) == {"faces", "timings_ms", "privacy"}
+        assert set(record) == {"faces", "timings_ms", "runtime", "privacy"}
         assert set(record["timings_ms"]) >= {"detect", "landmarks", "obfuscate", "privacy", "total"}
         assert len(record["privacy"]["faces"]) == len(record["faces"])
         assert record["privacy"]["reidentifiable"] == 0  # the default blur

@@ -8,8 +8,8 @@ import pytest
 from fmblur.detectors import DetectorUnavailable, available_detector_names, create_detector, detector_names
 from fmblur.detectors.frcnn import BACKBONES
 from fmblur.detectors.registry import detector_class
-from fmblur.eval.matching import match_detections
 from fmblur.face import LANDMARK_NAMES
+from fmblur.geometry import match_detections
 
 # Recall at IoU 0.5 over the 21 faces of examples/, at each detector's default threshold.
 # Measured 2026-11-22: retinaface 1.00 (21/21), centerface 1.00 (21/21), mtcnn 0.76 (16/21),

@@ -9,7 +9,7 @@ import pytest
 from fmblur.detectors import create_detector
 from fmblur.detectors.calibration import Calibration, PrecisionMap, load_calibration
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS, MEMBER_FLOOR, MemberDetections, MemberSpec, calibrate, fuse
-from fmblur.eval.matching import iou_matrix, match_detections
+from fmblur.geometry import iou_matrix, match_detections
 
 
 def boxes_and_scores(faces):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fmblur.cli import main
-from fmblur.datasets import read_voc, read_wider
-from fmblur.eval.detection import Predictions, coco_metrics, load_split, operating_metrics, recall_at_fp_budget
+from fmblur.datasets import load_split, read_voc, read_wider
+from fmblur.metrics import Predictions, coco_metrics, operating_metrics, recall_at_fp_budget
 from tests.conftest import EXAMPLES_DIR
 
 

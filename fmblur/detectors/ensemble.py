@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmblur.detectors.base import Detector, RawDetections, mirrored, nms
+from fmblur.detectors.base import Detector, RawDetections, mirrored
 from fmblur.detectors.calibration import PrecisionMap, load_calibration
 from fmblur.detectors.registry import detector_class, register
-from fmblur.eval.matching import iou_matrix
+from fmblur.geometry import iou_matrix, nms
 
 log = logging.getLogger(__name__)
 

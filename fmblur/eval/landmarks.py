@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from fmblur.face import Face, landmarks_from_array
+from fmblur.geometry import normalised_mean_error
 from fmblur.landmarks import create_landmark_source
+from fmblur.landmarks.teachers import AGREEMENT, LandmarkSet, cached_faces
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
-from fmblur.train.landmark_data import AGREEMENT, LandmarkSet, cached_faces
-from fmblur.train.landmarks import normalised_mean_error
 
 UTILITY_KERNELS = (5, 15, 25, 35, 45, 55, 65)
 

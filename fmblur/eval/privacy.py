@@ -17,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fmblur.datasets import AnnotatedImage
-from fmblur.eval.detection import load_split
-from fmblur.eval.matching import match_detections
+from fmblur.datasets import AnnotatedImage, load_split
 from fmblur.face import Face
+from fmblur.geometry import match_detections, normalised_mean_error
 from fmblur.identity import create_embedder
-from fmblur.identity.privacy import measurable
+from fmblur.identity.embedder import measurable
 from fmblur.image_io import read_image
 from fmblur.landmarks import create_landmark_source
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
-from fmblur.train.landmarks import normalised_mean_error
 
 KERNELS = (5, 15, 25, 35, 45, 55, 65)
 MASK_SCALES = (1.0, 1.3, 1.6)

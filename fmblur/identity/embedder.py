@@ -48,14 +48,13 @@ register = _REGISTRY.register
 
 
 def embedder_names() -> list[str]:
-    _load_builtin()
     return _REGISTRY.names()
 
 
 def create_embedder(name: str = "dlib") -> FaceEmbedder:
-    _load_builtin()
     return _REGISTRY.get(name)()
 
 
-def _load_builtin() -> None:
-    from fmblur.identity import dlib_resnet  # noqa: F401  (registers itself)
+def measurable(face: Face, embedder: FaceEmbedder) -> bool:
+    """Whether the face is large enough for `embedder` to say something about identity."""
+    return min(face.width, face.height) >= embedder.min_face

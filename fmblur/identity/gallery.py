@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fmblur.datasets import load_split
 from fmblur.face import Face
-from fmblur.identity.embedder import FaceEmbedder, create_embedder
+from fmblur.identity.embedder import FaceEmbedder, create_embedder, measurable
+from fmblur.image_io import read_image
 from fmblur.resources import verify_file, weights_path
 
 
@@ -34,9 +36,6 @@ def impostor_gallery(embedder_name: str = "dlib") -> np.ndarray:
 
 def build_gallery(embedder_name: str = "dlib", exclude: set[str] | None = None) -> np.ndarray:
     """Embeddings (float16) of the face-mask training faces large enough to embed, minus `exclude` photo names."""
-    from fmblur.eval.detection import load_split
-    from fmblur.identity.privacy import measurable
-    from fmblur.image_io import read_image
 
     embedder: FaceEmbedder = create_embedder(embedder_name)
     vectors = []

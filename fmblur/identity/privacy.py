@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmblur.face import Face
-from fmblur.identity.embedder import FaceEmbedder
+from fmblur.identity.embedder import FaceEmbedder, measurable
+from fmblur.identity.gallery import impostor_gallery
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,6 @@ class PrivacyReport:
         }
 
 
-def measurable(face: Face, embedder: FaceEmbedder) -> bool:
-    return min(face.width, face.height) >= embedder.min_face
-
-
 def measure_privacy(
     original: np.ndarray,
     anonymised: np.ndarray,
@@ -80,7 +77,6 @@ def measure_privacy(
 
     impostors: (M, D) embeddings of other people; default: the shipped gallery for this embedder.
     """
-    from fmblur.identity.gallery import impostor_gallery
 
     impostors = impostor_gallery(embedder.name) if impostors is None else impostors
     original = np.ascontiguousarray(original)

@@ -18,8 +18,9 @@ from typing import Literal
 import numpy as np
 
 from fmblur.face import Face
-from fmblur.identity.embedder import FaceEmbedder, create_embedder
-from fmblur.identity.privacy import measurable
+from fmblur.identity.embedder import FaceEmbedder, create_embedder, measurable
+from fmblur.identity.gallery import impostor_gallery
+from fmblur.image_io import ImageReadError, read_image
 
 SelectionMode = Literal["keep", "only"]
 MARGIN = 0.05  # distance units either side of the threshold treated as unsure
@@ -104,8 +105,6 @@ def build_selection(
     embedder_name: str = "dlib",
 ) -> IdentitySelection:
     """Read reference photos (paths or RGB arrays), embed the largest face of each."""
-    from fmblur.identity.gallery import impostor_gallery
-    from fmblur.image_io import ImageReadError, read_image
 
     embedder = create_embedder(embedder_name)
     vectors = []

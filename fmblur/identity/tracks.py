@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fmblur.eval.matching import iou_matrix
 from fmblur.face import Face
+from fmblur.geometry import iou_matrix
 from fmblur.identity.selection import IdentityDecision, IdentitySelection
 from fmblur.tracking import CoveredFace
 

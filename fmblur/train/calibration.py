@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fmblur.datasets import AnnotatedImage
+from fmblur.datasets import AnnotatedImage, load_split
 from fmblur.detectors.base import RawDetections
 from fmblur.detectors.calibration import Calibration, PrecisionMap
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS, EnsembleDetector
-from fmblur.eval.detection import FP_BUDGET, Predictions, load_split, recall_at_fp_budget
-from fmblur.eval.matching import match_detections
+from fmblur.geometry import match_detections
 from fmblur.image_io import read_image
+from fmblur.metrics import FP_BUDGET, Predictions, recall_at_fp_budget
 
 log = logging.getLogger(__name__)
 TRAINING_SPLITS = ("fmd-train", "wider-train")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,15 +27,14 @@ from fmblur.detectors.frcnn import (
     weights_path,
 )
 from fmblur.device import torch_device
+from fmblur.image_io import read_image
+from fmblur.metrics import Predictions, coco_metrics, operating_metrics
 from fmblur.resources import record_sha256
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (
-    StopRequested,
-    append_history,
     load_checkpoint,
-    plot_history,
-    save_checkpoint,
-    truncate_history,
+    restore,
+    run_epochs,
 )
 
 DEFAULT_DATA = {"train": [{"split": "fmd-train"}, {"split": "wider-train"}], "val": [{"split": "fmd-val"}]}
@@ -99,8 +97,6 @@ class _InTraining(FasterRCNNDetector):
 
 def validate(model, records: list[AnnotatedImage], upscale_to: int = VAL_UPSCALE_TO) -> dict:
     """AP@.5 (COCO), recall at IoU 0.5 at threshold 0.5, on `records` enlarged to `upscale_to` when smaller."""
-    from fmblur.eval.detection import Predictions, coco_metrics, operating_metrics
-    from fmblur.image_io import read_image
 
     model.eval()
     detector = _InTraining(model, threshold=0.05, upscale_to=upscale_to)
@@ -148,74 +144,61 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     steps_per_epoch = len(dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    epoch, step = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        truncate_history(run_dir, epoch)
-        log(
-            f"run already has {epoch} epochs"
-            if epoch >= config.epochs
-            else f"resumed at epoch {epoch + 1}, step {step}"
-        )
+    position = restore(state, {"model": model, "optimiser": optimiser}, run_dir, config.epochs, log)
     log(
         f"{config.backbone}: {len(train_records)} training photos, {len(val_records)} validation photos, "
         f"{steps_per_epoch} steps per epoch on {device.type}"
     )
 
-    def snapshot() -> dict:
-        return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step}
+    def batches(epoch: int, first_step: int):
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
+        for step in range(first_step, steps_per_epoch):
+            indices = order[step * config.batch_size : (step + 1) * config.batch_size]
+            yield collate([dataset[int(i)] for i in indices])
+
+    def train_step(batch, global_step: int) -> dict[str, float]:
+        for group in optimiser.param_groups:
+            group["lr"] = _learning_rate(config, global_step, total_steps)
+        images, targets = batch
+        images = [image.to(device) for image in images]
+        targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            losses = model(images, targets)
+            loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()}")
+        optimiser.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimiser)
+        torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+        scaler.step(optimiser)
+        scaler.update()
+        return {name: value.item() for name, value in losses.items()}
+
+    def end_of_epoch(epoch: int) -> dict[str, float]:
+        metrics = validate(model, val_records) if val_records else {}
+        return {**metrics, "lr": optimiser.param_groups[0]["lr"]}
 
     model.train()
-    with StopRequested() as stop:
-        while epoch < config.epochs:
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-            bar = progress_factory(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch) if progress_factory else None
-            sums: dict[str, float] = {}
-            started, done_here = time.perf_counter(), 0
-            while step < steps_per_epoch:
-                if stop.requested:
-                    save_checkpoint(run_dir, snapshot())
-                    log(f"stopped at epoch {epoch + 1}, step {step}; run the same command to resume")
-                    return run_dir / "last.pt"
-                for group in optimiser.param_groups:
-                    group["lr"] = _learning_rate(config, epoch * steps_per_epoch + step, total_steps)
-                indices = order[step * config.batch_size : (step + 1) * config.batch_size]
-                images, targets = collate([dataset[int(i)] for i in indices])
-                images = [image.to(device) for image in images]
-                targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
-                with torch.autocast(device.type, enabled=device.type == "cuda"):
-                    losses = model(images, targets)
-                    loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}")
-                optimiser.zero_grad()
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimiser)
-                torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-                scaler.step(optimiser)
-                scaler.update()
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + value.item()
-                step += 1
-                done_here += 1
-                if bar is not None:
-                    bar()
-                if step % config.save_every == 0:
-                    save_checkpoint(run_dir, snapshot())
-            metrics = validate(model, val_records) if val_records else {}
-            epoch, step = epoch + 1, 0
-            row = {"epoch": epoch, "loss": sum(sums.values()) / max(1, done_here)}
-            row.update({name: value / max(1, done_here) for name, value in sums.items()})
-            row.update(metrics)
-            row["lr"] = optimiser.param_groups[0]["lr"]
-            row["seconds"] = round(time.perf_counter() - started, 1)
-            append_history(run_dir, row)
-            save_checkpoint(run_dir, snapshot())
-            plot_history(run_dir, f"Faster R-CNN {config.backbone}")
-            log(f"epoch {epoch}: loss {row['loss']:.4f}" + "".join(f", {k} {v:.4f}" for k, v in metrics.items()))
-    return run_dir / "last.pt"
+    return run_epochs(
+        run_dir,
+        position=position,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        batches=batches,
+        train_step=train_step,
+        snapshot=lambda epoch, step: {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "epoch": epoch,
+            "step": step,
+        },
+        save_every=config.save_every,
+        end_of_epoch=end_of_epoch,
+        title=f"Faster R-CNN {config.backbone}",
+        log=log,
+        progress_factory=progress_factory,
+    )
 
 
 def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,15 +24,13 @@ import torchvision
 from fmblur.atomic import atomic_target
 from fmblur.datasets import AnnotatedImage
 from fmblur.device import torch_device
+from fmblur.resources import verify_bytes
 from fmblur.train.detector import load_records
 from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
 from fmblur.train.run_state import (
-    StopRequested,
-    append_history,
     load_checkpoint,
-    plot_history,
-    save_checkpoint,
-    truncate_history,
+    restore,
+    run_epochs,
 )
 
 BASES = ("retinaface",)
@@ -77,8 +74,6 @@ def _retinaface_graph():
     nodes folded into initializers, so onnx2torch makes every convolution a trainable module."""
     import onnx
     from onnx import numpy_helper
-
-    from fmblur.resources import verify_bytes
 
     model = onnx.load_from_string(verify_bytes("retinaface", importlib.import_module("retinaface.weights").WEIGHTS))
     graph = model.graph
@@ -319,17 +314,7 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
     steps_per_epoch = len(dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     priors = retinaface_priors(config.size, config.size).to(device)
-    epoch, step = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        truncate_history(run_dir, epoch)
-        log(
-            f"run already has {epoch} epochs"
-            if epoch >= config.epochs
-            else f"resumed at epoch {epoch + 1}, step {step}"
-        )
+    position = restore(state, {"model": model, "optimiser": optimiser}, run_dir, config.epochs, log)
     known = sum(int(np.isfinite(p).all(axis=(1, 2)).sum()) for p in by_path.values())
     faces = sum(len(r.boxes) for r in unique)
     log(
@@ -337,60 +322,45 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
         f"{known} with teacher landmarks), {steps_per_epoch} steps per epoch on {device.type}"
     )
 
-    def snapshot() -> dict:
-        return {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch, "step": step}
+    def batches(epoch: int, first_step: int):
+        dataset.epoch = epoch  # augmentation draws depend on the epoch, so a resumed run repeats them
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
+        size = config.batch_size
+        chunks = [order[i * size : (i + 1) * size] for i in range(first_step, steps_per_epoch)]
+        # One worker prepares the next batch while the two cores train on this one.
+        return torch.utils.data.DataLoader(
+            [[int(i) for i in chunk] for chunk in chunks],
+            batch_size=None,
+            collate_fn=lambda indices: collate([dataset[i] for i in indices]),
+            num_workers=1,
+        )
+
+    def train_step(batch, global_step: int) -> dict[str, float]:
+        for group in optimiser.param_groups:
+            group["lr"] = _learning_rate(config, global_step, total_steps)
+        images, targets = batch
+        return training_step(model, optimiser, images.to(device), targets, priors)
 
     model.train()
-    with StopRequested() as stop:
-        while epoch < config.epochs:
-            dataset.epoch = epoch
-            order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-            batches = [order[i * config.batch_size : (i + 1) * config.batch_size] for i in range(step, steps_per_epoch)]
-            loader = torch.utils.data.DataLoader(
-                [[int(i) for i in batch] for batch in batches],
-                batch_size=None,
-                collate_fn=lambda indices: collate([dataset[i] for i in indices]),
-                num_workers=1,
-                persistent_workers=False,
-            )
-            bar = progress_factory(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch) if progress_factory else None
-            if bar is not None:
-                for _ in range(step):
-                    bar()
-            sums: dict[str, float] = {}
-            started, done_here = time.perf_counter(), 0
-            for images, targets in loader:
-                if stop.requested:
-                    save_checkpoint(run_dir, snapshot())
-                    log(f"stopped at epoch {epoch + 1}, step {step}; run the same command to resume")
-                    return run_dir / "last.pt"
-                for group in optimiser.param_groups:
-                    group["lr"] = _learning_rate(config, epoch * steps_per_epoch + step, total_steps)
-                try:
-                    losses = training_step(model, optimiser, images.to(device), targets, priors)
-                except FloatingPointError as error:
-                    raise FloatingPointError(f"{error} at epoch {epoch + 1}, step {step}") from None
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                step += 1
-                done_here += 1
-                if bar is not None:
-                    bar()
-                if step % config.save_every == 0:
-                    save_checkpoint(run_dir, snapshot())
-            epoch, step = epoch + 1, 0
-            row = {"epoch": epoch, "loss": sum(sums.values()) / max(1, done_here)}
-            row.update({name: value / max(1, done_here) for name, value in sums.items()})
-            row["lr"] = optimiser.param_groups[0]["lr"]
-            row["seconds"] = round(time.perf_counter() - started, 1)
-            append_history(run_dir, row)
-            save_checkpoint(run_dir, snapshot())
-            plot_history(run_dir, f"fine-tuned {config.base}")
-            log(
-                f"epoch {epoch}: loss {row['loss']:.4f}"
-                + "".join(f", {k} {v / max(1, done_here):.4f}" for k, v in sums.items())
-            )
-    return run_dir / "last.pt"
+    return run_epochs(
+        run_dir,
+        position=position,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        batches=batches,
+        train_step=train_step,
+        snapshot=lambda epoch, step: {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "epoch": epoch,
+            "step": step,
+        },
+        save_every=config.save_every,
+        end_of_epoch=lambda epoch: {"lr": optimiser.param_groups[0]["lr"]},
+        title=f"fine-tuned {config.base}",
+        log=log,
+        progress_factory=progress_factory,
+    )
 
 
 def export_onnx(run_dir: Path, target: Path) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fmblur.datasets import AnnotatedImage
-from fmblur.eval.matching import match_detections
+from fmblur.geometry import match_detections
 from fmblur.image_io import read_image
 from fmblur.train.augment import Photometric
 from fmblur.train.detector_data import paint_over

@@ -1,7 +1,7 @@
 """`fmblur train landmarks`: the ResNet18 landmark regressor, distilled from RetinaFace and dlib.
 
 Data: face-mask photos 0..239 and WIDER FACE subset training photos (never the validation splits), faces
-where the two teachers agree (fmblur.train.landmark_data), minus the photos in examples/ (the tests' faces).
+where the two teachers agree (fmblur.landmarks.teachers), minus the photos in examples/ (the tests' faces).
 A tenth of the training photos (by name) is kept aside for the per-epoch curve; the reported NME is measured
 on fmd-val and wider-val by `fmblur eval landmarks`.
 """
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fmblur.face import LANDMARK_NAMES
+from fmblur.geometry import normalised_mean_error
 from fmblur.landmarks.resnet18 import (
     CROP_SCALE,
     CROP_SIZE,
@@ -30,9 +31,9 @@ from fmblur.landmarks.resnet18 import (
     to_tensor,
     warp_crop,
 )
+from fmblur.landmarks.teachers import AGREEMENT, LandmarkSet, cached_faces
 from fmblur.resources import examples_dir, record_sha256
 from fmblur.train.augment import Photometric
-from fmblur.train.landmark_data import AGREEMENT, LandmarkSet, cached_faces, inter_ocular
 from fmblur.train.run_state import (
     StopRequested,
     append_history,
@@ -120,11 +121,6 @@ def point_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str) -> tor
         offset = width - width * np.log(1 + width / epsilon)
         return torch.where(error < width, width * torch.log1p(error / epsilon), error - offset).mean()
     raise ValueError(f"loss must be l2 or wing, got {kind!r}")
-
-
-def normalised_mean_error(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per face: mean point distance / the target's inter-ocular distance."""
-    return np.linalg.norm(predicted - target, axis=-1).mean(axis=-1) / np.maximum(inter_ocular(target), 1.0)
 
 
 def _holdout(sources: np.ndarray) -> np.ndarray:

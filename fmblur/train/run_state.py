@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import signal
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +114,77 @@ def plot_history(run_dir: Path, title: str) -> Path | None:
         figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
     return target
+
+
+def restore(state: dict | None, parts: dict[str, Any], run_dir: Path, epochs: int, log) -> tuple[int, int]:
+    """(epoch, step) to start from: 0, 0 for a new run; else the checkpoint's, after loading each of `parts`
+    (model, optimiser, scheduler...) from it and dropping history rows the checkpoint does not include."""
+    if state is None:
+        return 0, 0
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    epoch, step = int(state["epoch"]), int(state["step"])
+    truncate_history(run_dir, epoch)
+    log(f"run already has {epoch} epochs" if epoch >= epochs else f"resumed at epoch {epoch + 1}, step {step}")
+    return epoch, step
+
+
+def run_epochs(
+    run_dir: Path,
+    *,
+    position: tuple[int, int],
+    epochs: int,
+    steps_per_epoch: int,
+    batches: Callable[[int, int], Iterable],
+    train_step: Callable[[Any, int], dict[str, float]],
+    snapshot: Callable[[int, int], dict],
+    save_every: int,
+    end_of_epoch: Callable[[int], dict[str, float]] = lambda epoch: {},
+    title: str = "training",
+    log=print,
+    progress_factory=None,
+) -> Path:
+    """The loop every trainer here shares: epochs of steps from `position` (epoch, step), a checkpoint every
+    `save_every` steps, at each epoch's end and on SIGTERM/Ctrl-C (the same command then resumes), and per
+    epoch a history row (mean loss terms, `end_of_epoch`'s metrics, seconds) and redrawn curves.
+
+    batches(epoch, first_step) yields the epoch's batches from `first_step` on; train_step(batch, global_step)
+    makes one optimiser step and returns its loss terms; snapshot(epoch, step) is the state to save."""
+    epoch, step = position
+    with StopRequested() as stop:
+        while epoch < epochs:
+            bar = progress_factory(f"epoch {epoch + 1}/{epochs}", steps_per_epoch) if progress_factory else None
+            for _ in range(step if bar is not None else 0):
+                bar()
+            sums: dict[str, float] = {}
+            started, done_here = time.perf_counter(), 0
+            for batch in batches(epoch, step):
+                if stop.requested:
+                    save_checkpoint(run_dir, snapshot(epoch, step))
+                    log(f"stopped at epoch {epoch + 1}, step {step}; run the same command to resume")
+                    return run_dir / CHECKPOINT
+                try:
+                    losses = train_step(batch, epoch * steps_per_epoch + step)
+                except FloatingPointError as error:
+                    raise FloatingPointError(f"{error} at epoch {epoch + 1}, step {step}") from None
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                step += 1
+                done_here += 1
+                if bar is not None:
+                    bar()
+                if step % save_every == 0:
+                    save_checkpoint(run_dir, snapshot(epoch, step))
+            metrics = end_of_epoch(epoch)
+            epoch, step = epoch + 1, 0
+            means = {name: value / max(1, done_here) for name, value in sums.items()}
+            row = {"epoch": epoch, "loss": sum(means.values()), **means, **metrics}
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            append_history(run_dir, row)
+            save_checkpoint(run_dir, snapshot(epoch, step))
+            plot_history(run_dir, title)
+            log(
+                f"epoch {epoch}: loss {row['loss']:.4f}"
+                + "".join(f", {k} {v:.4f}" for k, v in {**means, **metrics}.items())
+            )
+    return run_dir / CHECKPOINT

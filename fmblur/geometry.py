@@ -1,4 +1,5 @@
-"""Match detections to ground-truth boxes by IoU (greedy, highest score first, as in VOC/COCO)."""
+"""Geometry at the bottom of fmblur: box IoU, matching detections to boxes, non-maximum suppression, and
+landmark distances. Runtime, evaluation and training all import it; it imports nothing of fmblur."""
 
 from __future__ import annotations
 
@@ -31,3 +32,23 @@ def match_detections(truth: np.ndarray, detections: np.ndarray, scores: np.ndarr
         if candidates[best] >= iou:
             matched[best] = det
     return matched
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by non-maximum suppression, highest score first."""
+    if len(boxes) == 0:
+        return np.zeros((0,), np.int64)
+    keep = torchvision.ops.nms(
+        torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(scores, dtype=torch.float32), iou_threshold
+    )
+    return keep.numpy()
+
+
+def inter_ocular(points: np.ndarray) -> np.ndarray:
+    """Distance between the two eye points of (..., 5, 2) arrays."""
+    return np.linalg.norm(points[..., 0, :] - points[..., 1, :], axis=-1)
+
+
+def normalised_mean_error(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per face: mean point distance / the target's inter-ocular distance."""
+    return np.linalg.norm(predicted - target, axis=-1).mean(axis=-1) / np.maximum(inter_ocular(target), 1.0)

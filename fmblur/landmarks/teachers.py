@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmblur.datasets import AnnotatedImage
-from fmblur.eval.matching import match_detections
+from fmblur.datasets import AnnotatedImage, load_split
+from fmblur.geometry import inter_ocular, match_detections
 from fmblur.image_io import read_image
 from fmblur.landmarks.dlib68 import predict_68, reduce_68_to_5
 from fmblur.landmarks.resnet18 import apply_affine, crop_transform, warp_crop
@@ -63,11 +63,6 @@ class LandmarkSet:
     def load(cls, path: Path) -> LandmarkSet:
         with np.load(path, allow_pickle=False) as data:
             return cls(**{name: data[name] for name in cls.__dataclass_fields__})
-
-
-def inter_ocular(points: np.ndarray) -> np.ndarray:
-    """Distance between the two eye points of (..., 5, 2) arrays."""
-    return np.linalg.norm(points[..., 0, :] - points[..., 1, :], axis=-1)
 
 
 def collect_faces(records: list[AnnotatedImage], progress: Callable[[], None] | None = None) -> LandmarkSet:
@@ -122,8 +117,7 @@ def collect_faces(records: list[AnnotatedImage], progress: Callable[[], None] | 
 def cached_faces(
     split: str, cache_dir: Path, progress_factory: Callable[[str, int], Callable] | None = None
 ) -> LandmarkSet:
-    """collect_faces for a named split (see fmblur.eval.detection.load_split), cached in cache_dir/<split>.npz."""
-    from fmblur.eval.detection import load_split
+    """collect_faces for a named split (see fmblur.datasets.load_split), cached in cache_dir/<split>.npz."""
 
     path = cache_dir / f"{Path(split).name}.npz"
     if path.is_file():
