@@ -25,12 +25,17 @@ from fmblur.detectors import DetectorUnavailable, available_detector_names, dete
 from fmblur.detectors.presets import MEASURED
 from fmblur.device import onnx_providers, resolved_device, select_device, selected_device
 from fmblur.draw import draw_faces
-from fmblur.identity import create_embedder
-from fmblur.identity.selection import build_selection
 from fmblur.image_io import ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
-from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, PipelineResult
+from fmblur.pipeline import (
+    DEFAULT_DETECTOR,
+    DEFAULT_LANDMARKS,
+    Anonymizer,
+    PipelineOptions,
+    PipelineResult,
+    build_anonymizer,
+)
 from fmblur.resources import examples_dir
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, video_duration
@@ -50,6 +55,21 @@ RESULT_FOLDER_SECONDS = 5
 EVERYONE = "Everyone"
 KEEP_REFERENCES = "Everyone except the reference people"
 ONLY_REFERENCES = "Only the reference people"
+# The controls' starting values, named as the handlers' arguments (gradio_client callers pass what they change
+# by these names). Obfuscation starts from the library's own defaults, as the CLI does.
+_OBFUSCATION = ObfuscationConfig()
+APP_SETTINGS = {
+    "detector": DEFAULT_DETECTOR,
+    "threshold": None,  # the detector's own default threshold
+    "landmarks": DEFAULT_LANDMARKS,
+    "mode": _OBFUSCATION.mode,
+    "kernel": 45,  # the fixed kernel offered when "relative" is switched off
+    "relative_kernel": _OBFUSCATION.kernel is None,
+    "shape": _OBFUSCATION.shape,
+    "mask_scale": _OBFUSCATION.mask_scale,
+    "people": EVERYONE,
+    "references": None,
+}
 LIMITS_TEXT = (
     f"Limits: uploads up to {MAX_UPLOAD_MB} MB, videos up to {MAX_VIDEO_SECONDS} s; "
     f"{CONCURRENCY_LIMIT} requests run at once, others wait in the queue."
@@ -96,7 +116,7 @@ def _load(path: str | None) -> np.ndarray:
     return image
 
 
-def _anonymizer(
+def pipeline_options(
     detector: str,
     threshold: float,
     landmarks: str,
@@ -107,23 +127,34 @@ def _anonymizer(
     mask_scale: float,
     people: str = EVERYONE,
     references: list | None = None,
-) -> Anonymizer:
+    privacy_meter: bool = False,
+) -> PipelineOptions:
+    """The options record the controls describe (the handlers' named arguments are these controls)."""
+    config = ObfuscationConfig(
+        mode=mode, kernel=None if relative_kernel else int(kernel), shape=shape, mask_scale=float(mask_scale)
+    )
+    photos = [item[0] if isinstance(item, (tuple, list)) else item for item in references or []]
+    whom = {EVERYONE: "everyone", KEEP_REFERENCES: "keep", ONLY_REFERENCES: "only"}[people]
+    return PipelineOptions.create(
+        detector,
+        detector_options={"threshold": threshold},
+        landmarks=landmarks,
+        obfuscation=config,
+        whom=whom,
+        references=tuple(photos) if whom != "everyone" else (),
+        privacy_meter=privacy_meter,
+    )
+
+
+def _anonymizer(**controls) -> Anonymizer:
     """The pipeline the controls describe; bad values and missing models become a message in the page."""
     try:
-        config = ObfuscationConfig(
-            mode=mode, kernel=None if relative_kernel else int(kernel), shape=shape, mask_scale=float(mask_scale)
-        )
-        anonymizer = Anonymizer(detector, landmarks, config, threshold=threshold)
+        options = pipeline_options(**controls)
+        try:
+            anonymizer = build_anonymizer(options)
+        except ValueError as error:
+            raise ValueError(_without_server_paths(error, list(options.references))) from None
         anonymizer.detector.load()
-        if people != EVERYONE:
-            photos = [item[0] if isinstance(item, (tuple, list)) else item for item in references or []]
-            if not photos:
-                raise ValueError("Add at least one reference photo of the person to keep or hide.")
-            mode_name = "keep" if people == KEEP_REFERENCES else "only"
-            try:
-                anonymizer.selection = build_selection(mode_name, photos, anonymizer.detector)
-            except ValueError as error:
-                raise ValueError(_without_server_paths(error, photos)) from None
     except (ValueError, DetectorUnavailable, RuntimeError) as error:
         raise gr.Error(str(error)) from None
     return anonymizer
@@ -185,10 +216,18 @@ def anonymize_image(
     """(original with detections drawn, anonymised image, summary markdown with the privacy meter)."""
     image = _load(path)
     anonymizer = _anonymizer(
-        detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale, people, references
+        detector=detector,
+        threshold=threshold,
+        landmarks=landmarks,
+        mode=mode,
+        kernel=kernel,
+        relative_kernel=relative_kernel,
+        shape=shape,
+        mask_scale=mask_scale,
+        people=people,
+        references=references,
+        privacy_meter=privacy_meter,
     )
-    if privacy_meter:
-        anonymizer.privacy_meter = create_embedder("dlib")
     result = anonymizer(image)
     summary = f"**{len(result.faces)} face(s) hidden** with `{detector}` · {_timing_line(result)}"
     if anonymizer.selection is not None:
@@ -235,7 +274,16 @@ def anonymize_video_file(
             "Use `fmblur video` for longer footage."
         )
     anonymizer = _anonymizer(
-        detector, threshold, landmarks, mode, kernel, relative_kernel, shape, mask_scale, people, references
+        detector=detector,
+        threshold=threshold,
+        landmarks=landmarks,
+        mode=mode,
+        kernel=kernel,
+        relative_kernel=relative_kernel,
+        shape=shape,
+        mask_scale=mask_scale,
+        people=people,
+        references=references,
     )
     try:
         options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
@@ -278,7 +326,8 @@ def compare_detectors(
     rows = ["| detector | faces | detect ms | FPS |", "|---|---|---|---|"]
     drawn = []
     for detector, threshold in ((detector_a, threshold_a), (detector_b, threshold_b)):
-        result = _anonymizer(detector, threshold, DEFAULT_LANDMARKS, "gaussian", 45, True, "ellipse", 1.3)(image)
+        settings = {**APP_SETTINGS, "detector": detector, "threshold": threshold}
+        result = _anonymizer(**settings)(image)
         drawn.append(draw_faces(image, result.faces))
         detect_ms = result.timings_ms["detect"]
         rows.append(f"| {detector} | {len(result.faces)} | {detect_ms:.0f} | {1000 / max(detect_ms, 1e-3):.1f} |")
@@ -331,15 +380,16 @@ def _detector_controls(label: str, value: str) -> tuple[gr.Dropdown, gr.Slider]:
 
 def _pipeline_controls() -> list[gr.components.Component]:
     """Detector, threshold, landmark source and obfuscation settings, in the handlers' argument order."""
-    detector, threshold = _detector_controls("Detector", DEFAULT_DETECTOR)
-    landmarks = gr.Dropdown(landmark_source_names(), value=DEFAULT_LANDMARKS, label="Landmarks")
-    mode = gr.Radio(list(MODES), value="gaussian", label="Mode")
-    relative_kernel = gr.Checkbox(value=True, label="Kernel relative to face size")
-    kernel = gr.Slider(*KERNEL_RANGE, value=45, step=2, label="Fixed Gaussian kernel")
-    shape = gr.Radio(list(SHAPES), value="ellipse", label="Shape")
-    mask_scale = gr.Slider(1.0, 2.0, value=1.3, step=0.05, label="Mask scale")
+    start = APP_SETTINGS
+    detector, threshold = _detector_controls("Detector", start["detector"])
+    landmarks = gr.Dropdown(landmark_source_names(), value=start["landmarks"], label="Landmarks")
+    mode = gr.Radio(list(MODES), value=start["mode"], label="Mode")
+    relative_kernel = gr.Checkbox(value=start["relative_kernel"], label="Kernel relative to face size")
+    kernel = gr.Slider(*KERNEL_RANGE, value=start["kernel"], step=2, label="Fixed Gaussian kernel")
+    shape = gr.Radio(list(SHAPES), value=start["shape"], label="Shape")
+    mask_scale = gr.Slider(1.0, 2.0, value=start["mask_scale"], step=0.05, label="Mask scale")
     with gr.Accordion("Whom to hide", open=False):
-        people = gr.Radio([EVERYONE, KEEP_REFERENCES, ONLY_REFERENCES], value=EVERYONE, label="Hide")
+        people = gr.Radio([EVERYONE, KEEP_REFERENCES, ONLY_REFERENCES], value=start["people"], label="Hide")
         references = gr.Gallery(
             label="Reference photos (the largest face of each)",
             type="filepath",

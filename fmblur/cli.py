@@ -21,7 +21,7 @@ from fmblur.face import LANDMARK_NAMES
 from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from fmblur.landmarks import landmark_source_names
 from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
-from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer
+from fmblur.pipeline import DEFAULT_DETECTOR, DEFAULT_LANDMARKS, Anonymizer, PipelineOptions, build_anonymizer
 from fmblur.resources import manifest_path, record_sha256
 from fmblur.tracking import TrackingOptions
 from fmblur.train.detector import DetectorTrainingConfig
@@ -136,23 +136,22 @@ def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
         feather=args.feather,
     )
     detector_options = {"threshold": args.thresh, "scale": args.scale, "flip": args.flip, "tile": args.tile}
-    if args.upscale_to is not None:
-        detector_options["upscale_to"] = args.upscale_to
+    detector_options["upscale_to"] = args.upscale_to
     if args.members:
         if args.detector != "ensemble":
             raise ValueError("--members is for --detector ensemble (the presets have fixed members)")
         detector_options["members"] = tuple(args.members)
-    anonymizer = Anonymizer(args.detector, args.landmarks, obfuscation, **detector_options)
-    references = args.keep or args.only
-    if references:
-        from fmblur.identity.selection import build_selection
-
-        anonymizer.selection = build_selection("keep" if args.keep else "only", references, anonymizer.detector)
-    if getattr(args, "json", False) and not getattr(args, "no_privacy", False):
-        from fmblur.identity import create_embedder
-
-        anonymizer.privacy_meter = create_embedder("dlib")
-    return anonymizer
+    references = args.keep or args.only or ()
+    options = PipelineOptions.create(
+        args.detector,
+        detector_options=detector_options,
+        landmarks=args.landmarks,
+        obfuscation=obfuscation,
+        whom="keep" if args.keep else "only" if args.only else "everyone",
+        references=tuple(references),
+        privacy_meter=getattr(args, "json", False) and not getattr(args, "no_privacy", False),
+    )
+    return build_anonymizer(options)
 
 
 @dataclass

@@ -55,6 +55,48 @@ class PipelineResult:
         return record
 
 
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Everything that decides how faces are found and hidden: the one record the CLI, the app, video, the
+    benchmarks and the tests describe a pipeline with. `build_anonymizer` turns it into one."""
+
+    detector: str = DEFAULT_DETECTOR
+    # Detector keyword options (threshold, scale, upscale_to, flip, tile, members); a detector's defaults otherwise.
+    detector_options: tuple[tuple[str, object], ...] = ()
+    landmarks: str = DEFAULT_LANDMARKS
+    obfuscation: ObfuscationConfig = field(default_factory=ObfuscationConfig)
+    whom: str = "everyone"  # "everyone", "keep" (the reference people stay visible) or "only" (only they are hidden)
+    references: tuple[str, ...] = ()  # reference photos for keep / only
+    privacy_meter: bool = False
+
+    def __post_init__(self) -> None:
+        if self.whom not in ("everyone", "keep", "only"):
+            raise ValueError(f"whom must be everyone, keep or only, got {self.whom!r}")
+        if self.whom != "everyone" and not self.references:
+            raise ValueError("Add at least one reference photo of the person to keep or hide.")
+
+    @classmethod
+    def create(cls, detector: str = DEFAULT_DETECTOR, **fields) -> PipelineOptions:
+        """Options with detector keyword options given as a dict (`detector_options={"threshold": 0.5}`);
+        options left as None take the detector's defaults."""
+        options = {k: v for k, v in (fields.pop("detector_options", None) or {}).items() if v is not None}
+        return cls(detector=detector, detector_options=tuple(sorted(options.items())), **fields)
+
+
+def build_anonymizer(options: PipelineOptions) -> Anonymizer:
+    """The pipeline the options describe (models load on first use; reference photos are embedded now)."""
+    anonymizer = Anonymizer(options.detector, options.landmarks, options.obfuscation, **dict(options.detector_options))
+    if options.whom != "everyone":
+        from fmblur.identity.selection import build_selection
+
+        anonymizer.selection = build_selection(options.whom, list(options.references), anonymizer.detector)
+    if options.privacy_meter:
+        from fmblur.identity import create_embedder
+
+        anonymizer.privacy_meter = create_embedder("dlib")
+    return anonymizer
+
+
 class Anonymizer:
     """A configured pipeline. Detector models load once (on first use) and are shared process-wide."""
 

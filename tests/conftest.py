@@ -13,7 +13,8 @@ from fmblur.datasets import read_voc
 from fmblur.image_io import read_image
 
 REPO = Path(__file__).resolve().parents[1]
-# The app's settings after the photo (see fmblur.bench.load.APP_SETTINGS; the tests' recall bars suit RetinaFace).
+# What the app tests change from the app's starting settings, by name (fmblur.bench.load.APP_SETTINGS;
+# the tests' recall bars suit RetinaFace).
 IMAGE_SETTINGS = APP_SETTINGS
 EXAMPLES_DIR = REPO / "examples"
 

@@ -16,8 +16,8 @@ def test_anonymize_request(client, example):
     from gradio_client import handle_file
 
     drawn_path, result_path, summary = client.predict(
-        handle_file(str(example.path)),
-        *IMAGE_SETTINGS,
+        path=handle_file(str(example.path)),
+        **IMAGE_SETTINGS,
         api_name="/anonymize",
     )
     result, _ = read_image(result_path)
@@ -47,9 +47,13 @@ def test_keep_a_reference_person_and_the_privacy_meter(client, examples, tmp_pat
         str(reference),
         cv2.cvtColor(example.image[max(0, y1 - 40) : y2 + 40, max(0, x1 - 40) : x2 + 40], cv2.COLOR_RGB2BGR),
     )
-    settings = list(IMAGE_SETTINGS)
-    settings[-2:] = ["Everyone except the reference people", [{"image": handle_file(str(reference)), "caption": None}]]
-    _, result_path, summary = client.predict(handle_file(str(example.path)), *settings, True, api_name="/anonymize")
+    settings = {
+        **IMAGE_SETTINGS,
+        "people": "Everyone except the reference people",
+        "references": [{"image": handle_file(str(reference)), "caption": None}],
+        "privacy_meter": True,
+    }
+    _, result_path, summary = client.predict(path=handle_file(str(example.path)), **settings, api_name="/anonymize")
     result, _ = read_image(result_path)
     assert "1 face(s) left visible" in summary
     hidden = int(re.search(r"(\d+) face\(s\) hidden", summary).group(1))
@@ -59,9 +63,9 @@ def test_keep_a_reference_person_and_the_privacy_meter(client, examples, tmp_pat
     # No face in a reference photo: a message in the page, the app stays up.
     blank = tmp_path / "wall.png"
     cv2.imwrite(str(blank), np.full((120, 120, 3), 200, np.uint8))
-    settings[-1] = [{"image": handle_file(str(blank)), "caption": None}]
+    settings["references"] = [{"image": handle_file(str(blank)), "caption": None}]
     with pytest.raises(Exception, match="no face found in the reference photo"):
-        client.predict(handle_file(str(example.path)), *settings, True, api_name="/anonymize")
+        client.predict(path=handle_file(str(example.path)), **settings, api_name="/anonymize")
 
 
 def test_compare_request(client, example):
@@ -85,32 +89,32 @@ def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, exam
     bad.write_bytes(b"this is not a photo")
     with pytest.raises(AppError, match=r"Cannot read holiday\.jpg"):
         client.predict(
-            handle_file(str(bad)),
-            *IMAGE_SETTINGS,
+            path=handle_file(str(bad)),
+            **IMAGE_SETTINGS,
             api_name="/anonymize",
         )
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(example.path.read_bytes()[:3000])
     with pytest.raises(AppError, match="truncated or corrupt"):
         client.predict(
-            handle_file(str(truncated)),
-            *IMAGE_SETTINGS,
+            path=handle_file(str(truncated)),
+            **IMAGE_SETTINGS,
             api_name="/anonymize",
         )
     # Still serving.
     _, result_path, _ = client.predict(
-        handle_file(str(example.path)),
-        "mtcnn",
-        0.9,
-        "none",
-        "mosaic",
-        45,
-        True,
-        "box",
-        1.3,
-        "Everyone",
-        None,
-        False,
+        path=handle_file(str(example.path)),
+        detector="mtcnn",
+        threshold=0.9,
+        landmarks="none",
+        mode="mosaic",
+        kernel=45,
+        relative_kernel=True,
+        shape="box",
+        mask_scale=1.3,
+        people="Everyone",
+        references=None,
+        privacy_meter=False,
         api_name="/anonymize",
     )
     assert read_image(result_path)[0].shape == example.image.shape
@@ -128,15 +132,8 @@ def test_odd_colour_modes_are_anonymised(client, tmp_path, example):
         path = tmp_path / name
         image.save(path)
         _, result_path, summary = client.predict(
-            handle_file(str(path)),
-            "retinaface",
-            0.5,
-            "detector",
-            "solid",
-            45,
-            True,
-            "box",
-            1.3,
+            path=handle_file(str(path)),
+            **{**IMAGE_SETTINGS, "mode": "solid", "shape": "box"},
             api_name="/anonymize",
         )
         result, _ = read_image(result_path)
@@ -153,10 +150,10 @@ def test_video_request(client, tmp_path, server_tmp):
 
     clip = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
     video, summary, tracks = client.predict(
-        handle_file(str(clip)),
-        *IMAGE_SETTINGS,
-        True,
-        1,
+        path=handle_file(str(clip)),
+        **IMAGE_SETTINGS,
+        tracking=True,
+        detect_every=1,
         api_name="/anonymize_video",
     )
     path = video["video"] if isinstance(video, dict) else video
@@ -198,10 +195,10 @@ def test_limits_are_shown_and_a_too_long_video_is_refused(client, app_url, tmp_p
             container.mux(packet)
     with pytest.raises(AppError, match="Use `fmblur video` for longer footage"):
         client.predict(
-            handle_file(str(long_video)),
-            *IMAGE_SETTINGS,
-            True,
-            1,
+            path=handle_file(str(long_video)),
+            **IMAGE_SETTINGS,
+            tracking=True,
+            detect_every=1,
             api_name="/anonymize_video",
         )
 

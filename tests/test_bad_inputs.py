@@ -106,14 +106,14 @@ def test_image_inputs_through_the_app(case, client, tmp_path, example):
 
     maker, expected = IMAGE_CASES[case]
     source = maker(tmp_path)
-    arguments = (handle_file(str(source)), "retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3)
+    arguments = {"path": handle_file(str(source)), **IMAGE_SETTINGS}
     if expected == "ok":
-        _, result_path, summary = client.predict(*arguments, api_name="/anonymize")
+        _, result_path, summary = client.predict(**arguments, api_name="/anonymize")
         check_image_result(case, source, result_path, example)
         assert "face(s) hidden" in summary
     else:
         with pytest.raises(AppError) as error:
-            client.predict(*arguments, api_name="/anonymize")
+            client.predict(**arguments, api_name="/anonymize")
         message = str(error.value)
         assert source.name in message and "\n" not in message.strip()
         assert str(tmp_path) not in message, "server paths are not shown to the user"
@@ -126,21 +126,16 @@ def test_video_inputs_through_the_app(case, client, tmp_path):
 
     maker, expected = VIDEO_CASES[case]
     source = maker(tmp_path)
-    arguments = (
-        handle_file(str(source)),
-        *IMAGE_SETTINGS,
-        True,
-        1,
-    )
+    arguments = {"path": handle_file(str(source)), **IMAGE_SETTINGS, "tracking": True, "detect_every": 1}
     if expected == "ok":
-        video, summary, _ = client.predict(*arguments, api_name="/anonymize_video")
+        video, summary, _ = client.predict(**arguments, api_name="/anonymize_video")
         path = video["video"] if isinstance(video, dict) else video
         with av.open(path) as container:
             assert container.streams.video[0].codec_context.name == "h264"
         assert "frames" in summary
     else:
         with pytest.raises(AppError) as error:
-            client.predict(*arguments, api_name="/anonymize_video")
+            client.predict(**arguments, api_name="/anonymize_video")
         assert expected in str(error.value)
 
 
@@ -148,15 +143,15 @@ def test_the_app_is_still_up_after_all_that(client, example):
     from gradio_client import handle_file
 
     _, result_path, summary = client.predict(
-        handle_file(str(example.path)),
-        "retinaface",
-        0.5,
-        "detector",
-        "solid",
-        45,
-        True,
-        "box",
-        1.3,
+        path=handle_file(str(example.path)),
+        detector="retinaface",
+        threshold=0.5,
+        landmarks="detector",
+        mode="solid",
+        kernel=45,
+        relative_kernel=True,
+        shape="box",
+        mask_scale=1.3,
         api_name="/anonymize",
     )
     assert read_image(result_path)[0].shape == example.image.shape

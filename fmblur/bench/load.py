@@ -30,11 +30,9 @@ EXAMPLE = examples_dir() / "maksssksksss5.jpg"
 CLIP = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
 
 
-# The app's photo/video settings after the file, in its handlers' order: detector, threshold, landmarks,
-# mode, kernel, relative kernel, shape, mask scale, whom to hide, reference photos. RetinaFace: quick.
-# /anonymize takes the privacy-meter switch after these (on when left out); /anonymize_video tracking and
-# detection stride.
-APP_SETTINGS = ("retinaface", 0.5, "detector", "gaussian", 45, True, "ellipse", 1.3, "Everyone", None)
+# What the load differs in from the app's starting settings, by the handlers' argument names (gradio_client
+# fills in the rest from the page's controls): RetinaFace, quick.
+APP_SETTINGS = {"detector": "retinaface", "threshold": 0.5}
 
 
 def free_port() -> int:
@@ -150,7 +148,7 @@ def run_load(url: str, server_pid: int, users: int = 8, rounds: int = 3, with_vi
                 report.latencies_s[kind].append(time.perf_counter() - started)
 
     # Warm-up: one request loads the models, so the memory baseline includes them.
-    Client(url, verbose=False).predict(handle_file(str(EXAMPLE)), *image_args, api_name="/anonymize")
+    Client(url, verbose=False).predict(path=handle_file(str(EXAMPLE)), **image_args, api_name="/anonymize")
     report.rss_after_warmup_mb = rss_mb(server_pid)
 
     def user(index: int) -> None:
@@ -158,14 +156,20 @@ def run_load(url: str, server_pid: int, users: int = 8, rounds: int = 3, with_vi
         for _ in range(rounds):
             started = time.perf_counter()
             try:
-                _, result, _ = client.predict(handle_file(str(EXAMPLE)), *image_args, api_name="/anonymize")
+                _, result, _ = client.predict(path=handle_file(str(EXAMPLE)), **image_args, api_name="/anonymize")
                 record("image", started, _check_image(result, original, boxes))
             except Exception as error:  # every failure is counted and reported, none stops the others
                 record("image", started, f"{type(error).__name__}: {error}")
         if with_video:
             started = time.perf_counter()
             try:
-                video, _, _ = client.predict(handle_file(str(CLIP)), *image_args, True, 1, api_name="/anonymize_video")
+                video, _, _ = client.predict(
+                    path=handle_file(str(CLIP)),
+                    **image_args,
+                    tracking=True,
+                    detect_every=1,
+                    api_name="/anonymize_video",
+                )
                 record("video", started, _check_video(video["video"] if isinstance(video, dict) else video, 60))
             except Exception as error:
                 record("video", started, f"{type(error).__name__}: {error}")

@@ -27,6 +27,7 @@ from fmblur.metrics import (
     operating_metrics,
     recall_at_fp_budget,
 )
+from fmblur.provenance import provenance, provenance_line
 
 
 def run_detector(
@@ -68,7 +69,7 @@ def evaluate(
     if transform is not None:
         images = [transform(image) for image in images]
     shapes = [image.shape[:2] for image in images]
-    report = {"data": data_name, "images": len(data), "detectors": {}}
+    report = {"data": data_name, "images": len(data), "provenance": provenance(), "detectors": {}}
     for name in detectors:
         progress = progress_factory(name, len(images)) if progress_factory else None
         predictions = run_detector(name, images, options, progress)
@@ -86,7 +87,7 @@ def evaluate(
 
 def markdown_table(report: dict) -> str:
     lines = [
-        f"{report['data']} ({report['images']} images)",
+        f"{report['data']} ({report['images']} images; {provenance_line(report['provenance'])})",
         "",
         "| detector | faces | recall@0.5 | recall@0.3 | FP/image | recall@0.5 at <=0.5 FP/image (threshold) "
         "| AP@.5 | AP@.75 | AP@[.5:.95] | ms/image |",
