@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
-from fmblur.detectors.presets import MEASURED
+from fmblur.detectors.presets import PRESETS
 from fmblur.device import onnx_providers, resolved_device, select_device, selected_device
 from fmblur.draw import draw_faces
 from fmblur.image_io import ImageReadError, read_image, write_image
@@ -37,6 +37,7 @@ from fmblur.pipeline import (
     build_anonymizer,
 )
 from fmblur.resources import examples_dir
+from fmblur.results import detector_summaries
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, video_duration
 
@@ -340,10 +341,10 @@ def default_threshold(detector: str) -> float:
 
 
 def _detector_choices() -> list[tuple[str, str]]:
-    """(label, name): presets first (recall-first is the default), then the single detectors whose weights
+    """(label, name): presets first, then the single detectors whose weights
     are here; the project's Faster R-CNN variants carry their measured val AP@.5 in the label."""
     names = available_detector_names()
-    presets = [name for name in ("recall-first", "fast") if name in names]
+    presets = [name for name in PRESETS if name in names]
     ordered = presets + [name for name in names if name not in presets]
     return [(detector_class(name).menu_label(), name) for name in ordered]
 
@@ -367,8 +368,9 @@ def _untrained_variants_note() -> str:
 
 def _detector_controls(label: str, value: str) -> tuple[gr.Dropdown, gr.Slider]:
     dropdown = gr.Dropdown(_detector_choices(), value=value, label=label)
-    if MEASURED:
-        gr.Markdown(" · ".join(f"**{name}**: {text}" for name, text in MEASURED.items()))
+    measured = {name: text for name, text in detector_summaries().items() if name in PRESETS}
+    if measured:
+        gr.Markdown(" · ".join(f"**{name}**: {text}" for name, text in measured.items()))
     note = _untrained_variants_note()
     if note:
         gr.Markdown(note)

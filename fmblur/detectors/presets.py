@@ -1,25 +1,21 @@
 """Named presets: the detectors the app and CLI offer first.
 
-- `recall-first` (the default): the ensemble of CenterFace (also on the mirrored image), RetinaFace and
-  MTCNN, calibrated and fused; misses the fewest faces, at several times the cost.
+- `balanced`: RetinaFace fine-tuned here on masked, dark and tiny faces (`retinaface-masked`), one pass on a
+  copy enlarged to 800 px when smaller: the pretrained RetinaFace's cost, trained on what it missed.
+- `thorough` (also `recall-first`, its earlier name): the ensemble of CenterFace (also on the mirrored image),
+  RetinaFace and MTCNN, calibrated and fused; several times the cost.
 - `fast`: RetinaFace alone at the frame's own resolution (no enlargement of small images).
-Measured recall and speed of each are in the README and shown in the app.
+Their measured recall and speed are in docs/results/ (written by `fmblur eval` and `python -m fmblur.bench`)
+and shown in the app from there.
 """
 
 from __future__ import annotations
 
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS, EnsembleDetector
 from fmblur.detectors.registry import register
-from fmblur.detectors.retinaface import RetinaFaceDetector
+from fmblur.detectors.retinaface import MaskedRetinaFaceDetector, RetinaFaceDetector
 
-# Measured by `fmblur eval` on the validation splits and `python -m fmblur.bench` (2-core CPU); shown in the
-# app next to the detector menu. Update them when the presets change.
-MEASURED: dict[str, str] = {
-    "recall-first": "recall 0.856 on face-mask val, 0.818 on WIDER val; "
-    "at <= 0.5 false positives per image 0.802 and 0.858 (best single detector: 0.795 and 0.846); "
-    "~590 ms per 640x480 photo",
-    "fast": "recall 0.521 on face-mask val (small faces missed), 0.759 on WIDER val; ~25 ms per 640x480 photo (40 fps)",
-}
+PRESETS = ("balanced", "thorough", "recall-first", "fast")
 
 
 @register("recall-first")
@@ -28,6 +24,16 @@ class RecallFirstPreset(EnsembleDetector):
 
     def __init__(self, threshold: float | None = None, members: tuple[str, ...] = DEFAULT_MEMBERS, **options) -> None:
         super().__init__(threshold=threshold, members=members, **options)
+
+
+@register("thorough")
+class ThoroughPreset(RecallFirstPreset):
+    """The ensemble of `recall-first` under the name of what it is for: the most passes, for offline work."""
+
+
+@register("balanced")
+class BalancedPreset(MaskedRetinaFaceDetector):
+    """RetinaFace fine-tuned on masked, dark and tiny faces, small images enlarged to 800 px: one pass."""
 
 
 @register("fast")
