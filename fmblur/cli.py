@@ -466,6 +466,36 @@ def run_train_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _data_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
+    """A trainer's `data` option from --config JSON, and the folder its relative paths start from."""
+    if not args.config:
+        return {}, None
+    config_file = Path(args.config)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"data config {config_file} not found")
+    return {"data": json.loads(config_file.read_text())}, config_file.resolve().parent
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, defaults, default_out: str, data_example: str) -> None:
+    """The options every resumable trainer takes: data, run folder, length, batch, learning rate, saving."""
+    parser.add_argument("--config", metavar="JSON", help=f"data: {data_example}; paths relative to the file")
+    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}; resumes)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=defaults.save_every,
+        metavar="STEPS",
+        help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
+    )
+
+
 def run_train_detector(args: argparse.Namespace) -> int:
     from fmblur.train.detector import export, train
 
@@ -474,12 +504,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
         if args.export:
             print(json.dumps(export(run_dir, manifest_path()), indent=2))
             return 0
-        options = {}
-        data_root = None
-        if args.config:
-            config_file = Path(args.config)
-            options["data"] = json.loads(config_file.read_text())
-            data_root = config_file.resolve().parent
+        options, data_root = _data_config(args)
         config = DetectorTrainingConfig(
             backbone=args.backbone,
             epochs=args.epochs,
@@ -491,13 +516,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
             weights_backbone=args.weights_backbone,
             **options,
         )
-        train(
-            config,
-            run_dir,
-            log=lambda text: print(text, file=sys.stderr, flush=True),
-            progress_factory=_bar_factory(),
-            data_root=data_root,
-        )
+        train(config, run_dir, log=_log, progress_factory=_bar_factory(), data_root=data_root)
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
@@ -517,13 +536,7 @@ def run_train_finetune(args: argparse.Namespace) -> int:
             )
             print(f"written {target} (sha256 {digest})")
             return 0
-        options, data_root = {}, None
-        if args.config:
-            config_file = Path(args.config)
-            if not config_file.is_file():
-                raise FileNotFoundError(f"data config {config_file} not found")
-            options["data"] = json.loads(config_file.read_text())
-            data_root = config_file.resolve().parent
+        options, data_root = _data_config(args)
         config = FinetuneConfig(
             base=args.base,
             epochs=args.epochs,
@@ -532,13 +545,7 @@ def run_train_finetune(args: argparse.Namespace) -> int:
             save_every=args.save_every,
             **options,
         )
-        train(
-            config,
-            run_dir,
-            log=lambda text: print(text, file=sys.stderr, flush=True),
-            progress_factory=_bar_factory(),
-            data_root=data_root,
-        )
+        train(config, run_dir, log=_log, progress_factory=_bar_factory(), data_root=data_root)
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
         print(f"fmblur: error: {error}", file=sys.stderr)
         return 2
@@ -709,22 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     detector = models.add_parser("detector", help="a Faster R-CNN face detector (ResNet50-FPN, VGG16, MobileNetV3)")
     defaults = DetectorTrainingConfig()
     detector.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
-    detector.add_argument(
-        "--config",
-        metavar="JSON",
-        help='data: {"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, '
-        '{"wider": TXT, "images": DIR}, {"coco": JSON, "images": DIR}], "val": [...]}; paths relative to the file',
-    )
-    detector.add_argument("--out", default=None, help="run folder (default outputs/detector/<backbone>; resumes)")
-    detector.add_argument("--epochs", type=int, default=defaults.epochs)
-    detector.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    detector.add_argument("--lr", type=float, default=defaults.learning_rate)
-    detector.add_argument(
-        "--save-every",
-        type=int,
-        default=defaults.save_every,
-        metavar="STEPS",
-        help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
+    _add_run_arguments(
+        detector,
+        defaults,
+        "outputs/detector/<backbone>",
+        '{"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}, '
+        '{"coco": JSON, "images": DIR}], "val": [...]}',
     )
     detector.add_argument(
         "--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)"
@@ -743,22 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = FinetuneConfig()
     finetune.add_argument("--base", choices=BASES, default=defaults.base)
-    finetune.add_argument(
-        "--config",
-        metavar="JSON",
-        help='data: {"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, '
-        '{"wider": TXT, "images": DIR}]}; paths relative to the file',
-    )
-    finetune.add_argument("--out", default=None, help="run folder (default outputs/finetune/<base>; resumes)")
-    finetune.add_argument("--epochs", type=int, default=defaults.epochs)
-    finetune.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    finetune.add_argument("--lr", type=float, default=defaults.learning_rate)
-    finetune.add_argument(
-        "--save-every",
-        type=int,
-        default=defaults.save_every,
-        metavar="STEPS",
-        help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
+    _add_run_arguments(
+        finetune,
+        defaults,
+        "outputs/finetune/<base>",
+        '{"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}]}',
     )
     finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
     finetune.set_defaults(run=run_train_finetune)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, coll
 from fmblur.train.run_state import (
     load_checkpoint,
     restore,
+    resume_config,
     run_epochs,
 )
 
@@ -120,18 +121,7 @@ def _learning_rate(config: DetectorTrainingConfig, step: int, total: int) -> flo
 
 
 def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_factory=None, data_root=None) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.json"
-    state = load_checkpoint(run_dir)
-    if state is not None:
-        saved = json.loads(config_path.read_text())
-        # The length of the run and how often it saves may change on resume; anything else means another run.
-        changeable = {"epochs": config.epochs, "save_every": config.save_every}
-        if {**saved, **changeable, "sizes": list(config.sizes)} != {**asdict(config), "sizes": list(config.sizes)}:
-            raise ValueError(f"{run_dir} holds a run with another configuration ({config_path}); use a new --out")
-        config = DetectorTrainingConfig(**{**saved, **changeable})
-    config_path.write_text(json.dumps(asdict(config), indent=2))
-
+    config, state = resume_config(run_dir, config)
     train_records = load_records(config.data["train"], data_root)
     val_records = load_records(config.data.get("val", []), data_root)
     augment = AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment)
@@ -187,12 +177,7 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
         steps_per_epoch=steps_per_epoch,
         batches=batches,
         train_step=train_step,
-        snapshot=lambda epoch, step: {
-            "model": model.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "epoch": epoch,
-            "step": step,
-        },
+        parts={"model": model, "optimiser": optimiser},
         save_every=config.save_every,
         end_of_epoch=end_of_epoch,
         title=f"Faster R-CNN {config.backbone}",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate
 from fmblur.train.run_state import (
     load_checkpoint,
     restore,
+    resume_config,
     run_epochs,
 )
 
@@ -282,17 +283,8 @@ def _teacher(base: str):
 
 def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=None, data_root=None) -> Path:
     """Fine-tune `config.base`; resumes from run_dir/last.pt when it exists. Returns the checkpoint path."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.json"
-    state = load_checkpoint(run_dir)
-    if state is not None:
-        saved = json.loads(config_path.read_text())
-        changeable = {"epochs": config.epochs, "save_every": config.save_every}
-        if {**saved, **changeable} != {**asdict(config), **changeable}:
-            raise ValueError(f"{run_dir} holds a run with another configuration ({config_path}); use a new --out")
-        config = FinetuneConfig(**{**saved, **changeable})
-    records = training_records(config, data_root)  # every data error surfaces here, before any step
-    config_path.write_text(json.dumps(asdict(config), indent=2))
+    records = training_records(config, data_root)  # every data error surfaces here, before any step or file
+    config, state = resume_config(run_dir, config)
     unique = list({str(r.path): r for r in records}.values())
     bar = progress_factory("landmark teacher", len(unique)) if progress_factory else None
     teacher = _teacher(config.base)
@@ -349,12 +341,7 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
         steps_per_epoch=steps_per_epoch,
         batches=batches,
         train_step=train_step,
-        snapshot=lambda epoch, step: {
-            "model": model.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "epoch": epoch,
-            "step": step,
-        },
+        parts={"model": model, "optimiser": optimiser},
         save_every=config.save_every,
         end_of_epoch=lambda epoch: {"lr": optimiser.param_groups[0]["lr"]},
         title=f"fine-tuned {config.base}",

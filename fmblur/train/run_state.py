@@ -4,9 +4,11 @@ stopping cleanly at the next step on SIGTERM/Ctrl-C (the run then resumes from t
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,25 @@ def plot_history(run_dir: Path, title: str) -> Path | None:
     return target
 
 
+def resume_config(
+    run_dir: Path, config: Any, changeable: tuple[str, ...] = ("epochs", "save_every")
+) -> tuple[Any, dict | None]:
+    """(config, checkpoint state) for a run folder: a new run keeps `config`; an existing one must have been
+    started with the same configuration except the `changeable` fields (the run's length, how often it saves)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    state = load_checkpoint(run_dir)
+    if state is not None:
+        saved = json.loads(config_path.read_text())
+        given = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the saved file has them
+        kept = {name: given[name] for name in changeable}
+        if {**saved, **kept} != given:
+            raise ValueError(f"{run_dir} holds a run with another configuration ({config_path}); use a new --out")
+        config = type(config)(**{**saved, **kept})
+    config_path.write_text(json.dumps(asdict(config), indent=2))
+    return config, state
+
+
 def restore(state: dict | None, parts: dict[str, Any], run_dir: Path, epochs: int, log) -> tuple[int, int]:
     """(epoch, step) to start from: 0, 0 for a new run; else the checkpoint's, after loading each of `parts`
     (model, optimiser, scheduler...) from it and dropping history rows the checkpoint does not include."""
@@ -137,7 +158,7 @@ def run_epochs(
     steps_per_epoch: int,
     batches: Callable[[int, int], Iterable],
     train_step: Callable[[Any, int], dict[str, float]],
-    snapshot: Callable[[int, int], dict],
+    parts: dict[str, Any],
     save_every: int,
     end_of_epoch: Callable[[int], dict[str, float]] = lambda epoch: {},
     title: str = "training",
@@ -149,7 +170,11 @@ def run_epochs(
     epoch a history row (mean loss terms, `end_of_epoch`'s metrics, seconds) and redrawn curves.
 
     batches(epoch, first_step) yields the epoch's batches from `first_step` on; train_step(batch, global_step)
-    makes one optimiser step and returns its loss terms; snapshot(epoch, step) is the state to save."""
+    makes one optimiser step and returns its loss terms; `parts` (model, optimiser...) are saved by name."""
+
+    def snapshot(epoch: int, step: int) -> dict:
+        return {**{key: part.state_dict() for key, part in parts.items()}, "epoch": epoch, "step": step}
+
     epoch, step = position
     with StopRequested() as stop:
         while epoch < epochs:
