@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from fmblur.atomic import atomic_target
 from fmblur.detectors import available_detector_names, create_detector, detector_names
+from fmblur.detectors.presets import PRESETS
 from fmblur.image_io import read_image
 from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import DEFAULT_DETECTOR, Anonymizer
+from fmblur.provenance import provenance, provenance_line
 from fmblur.resources import examples_dir
 
 SIZES = ((640, 480), (1280, 720), (1920, 1080))
@@ -48,8 +51,9 @@ def benchmark(repeats: int, detectors: list[str]) -> str:
         detector = create_detector(name, upscale_to=0)
         cells = [f"{median_ms(lambda f=frame, d=detector: d.detect(f), repeats):.0f}" for frame in inputs.values()]
         lines.append(f"| detect: {name} | " + " | ".join(cells) + " |")
-    for preset in ("fast", DEFAULT_DETECTOR):
-        for mode in ("gaussian", "feature"):
+    presets = [name for name in ("fast", "balanced", "thorough") if name in available_detector_names()]
+    for preset in presets:
+        for mode in ("gaussian", "feature") if preset == DEFAULT_DETECTOR else ("gaussian",):
             anonymizer = Anonymizer(preset, obfuscation=ObfuscationConfig(mode=mode))
             cells = [f"{median_ms(lambda f=frame, a=anonymizer: a(f), repeats):.0f}" for frame in inputs.values()]
             lines.append(f"| pipeline: {preset} + {mode} | " + " | ".join(cells) + " |")
@@ -59,11 +63,16 @@ def benchmark(repeats: int, detectors: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fmblur.bench images", description=__doc__)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per cell (median reported)")
-    singles = [name for name in available_detector_names() if name not in ("ensemble", "recall-first", "fast")]
+    singles = [name for name in available_detector_names() if name not in (*PRESETS, "ensemble")]
     parser.add_argument("--detectors", nargs="+", default=singles, choices=detector_names())
+    parser.add_argument("--output", type=Path, default=None, help="also write the table (with provenance) here")
     args = parser.parse_args(argv)
-    print(
-        f"ms per image (median of {args.repeats}), {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, CUDA: {torch.cuda.is_available()}\n"
+    header = (
+        f"ms per image (median of {args.repeats}), {torch.get_num_threads()} torch threads; "
+        f"{provenance_line(provenance())}\n"
     )
-    print(benchmark(args.repeats, args.detectors))
+    table = header + "\n" + benchmark(args.repeats, args.detectors)
+    print(table)
+    if args.output is not None:
+        with atomic_target(args.output) as temporary:
+            temporary.write_text(table + "\n")
