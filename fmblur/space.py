@@ -61,6 +61,8 @@ def _write(root: Path, target: Path, gpu: bool) -> list[str]:
     # The package's weights/ and examples/ are links in a checkout; the Space gets the files themselves.
     shutil.copytree(weights_dir(), target / "fmblur" / "weights")
     shutil.copytree(examples_dir(), target / "fmblur" / "examples")
+    # The measured figures: the app's labels read docs/results/eval/*.json, the README shows a figure from there.
+    shutil.copytree(root / "docs", target / "docs")
     dockerfile = (root / "Dockerfile").read_text()
     if gpu:
         for key, value in GPU_BUILD_ARGS.items():

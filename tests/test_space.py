@@ -28,6 +28,7 @@ def test_the_space_folder_carries_app_weights_and_lfs_rules(space_folder):
     assert ours and all(manifest[name]["sha256"] in digests for name in ours)
     assert "*.pt filter=lfs" in (space_folder / ".gitattributes").read_text()
     assert (space_folder / "fmblur" / "examples" / "maksssksksss5.jpg").is_file()
+    assert (space_folder / "docs" / "results" / "eval" / "fmd-val.json").is_file()  # the app's measured labels
     assert "ARG DEVICE=cpu" in (space_folder / "Dockerfile").read_text()
 
 
