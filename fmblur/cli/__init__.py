@@ -1,0 +1,75 @@
+"""The `fmblur` command line: a thin layer over fmblur.pipeline, one module per command group."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fmblur.cli.anonymize import run_image, run_video
+from fmblur.cli.common import add_pipeline_arguments, interrupt_on_sigterm, non_negative
+from fmblur.cli.evaluate import add_eval_parser
+from fmblur.cli.train import add_train_parser
+from fmblur.device import DeviceUnavailable, select_device
+from fmblur.tracking import TrackingOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmblur", description="Anonymise faces, masked or not, in images and videos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    image = commands.add_parser("image", help="anonymise image files or folders (recursive)")
+    image.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    image.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results")
+    image.add_argument(
+        "--json", action="store_true", help="also write OUT_DIR/<stem>.json with faces, timings and privacy meter"
+    )
+    image.add_argument("--no-privacy", action="store_true", help="leave the privacy meter out of the JSON")
+    image.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    image.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_pipeline_arguments(image)
+    image.set_defaults(run=run_image)
+
+    video = commands.add_parser("video", help="anonymise videos, animated GIFs or image-sequence folders")
+    video.add_argument("paths", nargs="+", metavar="PATH", help="video files, or folders of videos or of frames")
+    video.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the MP4 results")
+    video.add_argument("--start", type=non_negative, default=None, help="start time in seconds")
+    video.add_argument("--end", type=non_negative, default=None, help="end time in seconds")
+    video.add_argument(
+        "--tracks", choices=("csv", "json"), default=None, help="also write OUT_DIR/<stem>.tracks.csv|json"
+    )
+    video.add_argument("--sequence-fps", type=float, default=25.0, help="frame rate of image-sequence folders")
+    video.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    video.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    defaults = TrackingOptions()
+    group = video.add_argument_group("temporal consistency")
+    group.add_argument("--no-tracking", action="store_true", help="hide each frame's detections only")
+    group.add_argument("--hold", type=int, default=defaults.hold_frames, help="frames a lost face stays covered")
+    group.add_argument("--pad", type=float, default=defaults.pad, help="grow tracked boxes by this share")
+    group.add_argument("--smoothing", type=float, default=defaults.smoothing, help="weight of the newest box")
+    group.add_argument(
+        "--lookback", type=int, default=defaults.lookback, help="also cover a new face this many frames earlier"
+    )
+    group.add_argument(
+        "--detect-every", type=int, default=defaults.detect_every, help="detect on every k-th frame, track between"
+    )
+    add_pipeline_arguments(video)
+    video.set_defaults(run=run_video)
+    add_eval_parser(commands)
+    add_train_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "device"):
+        try:
+            select_device(args.device)
+        except DeviceUnavailable as error:
+            print(f"fmblur: error: {error}", file=sys.stderr)
+            return 2
+    interrupt_on_sigterm()
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""`fmblur train`: the resumable trainers (landmarks, Faster R-CNN, fine-tuning) and the ensemble calibration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fmblur.cli.common import (
+    LANDMARK_CACHE,
+    bar_factory,
+    log_to_stderr,
+)
+from fmblur.detectors import DetectorUnavailable
+from fmblur.detectors.ensemble import DEFAULT_MEMBERS
+from fmblur.detectors.frcnn import BACKBONES
+from fmblur.face import LANDMARK_NAMES
+from fmblur.resources import manifest_path, record_sha256
+from fmblur.train.detector import DetectorTrainingConfig
+from fmblur.train.landmarks import LandmarkTrainingConfig
+
+
+def run_train_landmarks(args: argparse.Namespace) -> int:
+    from fmblur.train.landmarks import export, train
+
+    run_dir = Path(args.out)
+    if args.export:
+        digest = export(
+            run_dir,
+            Path(args.export),
+            manifest_path() if Path(args.export).resolve().parent == manifest_path().resolve().parent else None,
+        )
+        print(f"written {args.export} (sha256 {digest})")
+        return 0
+    config = LandmarkTrainingConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        loss=args.loss,
+        points=tuple(args.points),
+        augment=not args.no_augment,
+        weights_backbone=args.weights_backbone,
+    )
+    try:
+        train(
+            config,
+            run_dir,
+            LANDMARK_CACHE,
+            log=log_to_stderr,
+            progress_factory=bar_factory(),
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _data_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
+    """A trainer's `data` option from --config JSON, and the folder its relative paths start from."""
+    if not args.config:
+        return {}, None
+    config_file = Path(args.config)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"data config {config_file} not found")
+    return {"data": json.loads(config_file.read_text())}, config_file.resolve().parent
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, defaults, default_out: str, data_example: str) -> None:
+    """The options every resumable trainer takes: data, run folder, length, batch, learning rate, saving."""
+    parser.add_argument("--config", metavar="JSON", help=f"data: {data_example}; paths relative to the file")
+    parser.add_argument("--out", default=None, help=f"run folder (default {default_out}; resumes)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate)
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=defaults.save_every,
+        metavar="STEPS",
+        help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
+    )
+
+
+def run_train_detector(args: argparse.Namespace) -> int:
+    from fmblur.train.detector import export, train
+
+    run_dir = Path(args.out or f"outputs/detector/{args.backbone}")
+    try:
+        if args.export:
+            print(json.dumps(export(run_dir, manifest_path()), indent=2))
+            return 0
+        options, data_root = _data_config(args)
+        config = DetectorTrainingConfig(
+            backbone=args.backbone,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            save_every=args.save_every,
+            sizes=tuple(args.sizes),
+            augment=not args.no_augment,
+            weights_backbone=args.weights_backbone,
+            **options,
+        )
+        train(config, run_dir, log=log_to_stderr, progress_factory=bar_factory(), data_root=data_root)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_train_finetune(args: argparse.Namespace) -> int:
+    from fmblur.train.finetune import FinetuneConfig, export_onnx, train
+
+    run_dir = Path(args.out or f"outputs/finetune/{args.base}")
+    try:
+        if args.export:
+            target = manifest_path().parent / f"{args.base}_masked.onnx"
+            export_onnx(run_dir, target)
+            digest = record_sha256(
+                f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})"
+            )
+            print(f"written {target} (sha256 {digest})")
+            return 0
+        options, data_root = _data_config(args)
+        config = FinetuneConfig(
+            base=args.base,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            save_every=args.save_every,
+            **options,
+        )
+        train(config, run_dir, log=log_to_stderr, progress_factory=bar_factory(), data_root=data_root)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_train_calibration(args: argparse.Namespace) -> int:
+    from fmblur.detectors.calibration import calibration_path
+    from fmblur.train.calibration import calibrate_ensemble
+
+    try:
+        report = calibrate_ensemble(
+            Path(args.out),
+            Path(args.target or calibration_path()),
+            members=tuple(args.members),
+            wider_every=args.wider_every,
+            progress_factory=lambda total: bar_factory()("member candidates", total),
+        )
+    except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
+        print(f"fmblur: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def add_train_parser(commands) -> None:
+    training = commands.add_parser("train", help="train the project's models (resumable, CPU or CUDA)")
+    models = training.add_subparsers(dest="model", required=True)
+    landmarks = models.add_parser("landmarks", help="the ResNet18 landmark regressor, distilled from RetinaFace + dlib")
+    defaults = LandmarkTrainingConfig()
+    landmarks.add_argument("--out", default="outputs/landmarks/resnet18", help="run folder (resumes if it exists)")
+    landmarks.add_argument("--epochs", type=int, default=defaults.epochs)
+    landmarks.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    landmarks.add_argument("--lr", type=float, default=defaults.learning_rate)
+    landmarks.add_argument("--loss", choices=("l2", "wing"), default=defaults.loss)
+    landmarks.add_argument(
+        "--points", nargs="+", choices=LANDMARK_NAMES, default=list(defaults.points), help="points to regress"
+    )
+    landmarks.add_argument("--no-augment", action="store_true", help="no box jitter or photometric augmentation")
+    landmarks.add_argument(
+        "--weights-backbone", choices=("imagenet",), default=None, help="start from ImageNet weights (downloads)"
+    )
+    landmarks.add_argument("--export", metavar="PT", help="write the run's model (fp16) here instead of training")
+    landmarks.set_defaults(run=run_train_landmarks)
+
+    detector = models.add_parser("detector", help="a Faster R-CNN face detector (ResNet50-FPN, VGG16, MobileNetV3)")
+    defaults = DetectorTrainingConfig()
+    detector.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
+    _add_run_arguments(
+        detector,
+        defaults,
+        "outputs/detector/<backbone>",
+        '{"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}, '
+        '{"coco": JSON, "images": DIR}], "val": [...]}',
+    )
+    detector.add_argument(
+        "--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)"
+    )
+    detector.add_argument("--no-augment", action="store_true", help="resize only")
+    detector.add_argument(
+        "--weights-backbone", choices=("imagenet",), default=None, help="start from ImageNet weights (downloads)"
+    )
+    detector.add_argument("--export", action="store_true", help="write weights/fasterrcnn_<backbone>.pt from the run")
+    detector.set_defaults(run=run_train_detector)
+
+    from fmblur.train.finetune import BASES, FinetuneConfig
+
+    finetune = models.add_parser(
+        "finetune", help="fine-tune a pretrained detector (RetinaFace) on masked, dark and tiny faces; export ONNX"
+    )
+    defaults = FinetuneConfig()
+    finetune.add_argument("--base", choices=BASES, default=defaults.base)
+    _add_run_arguments(
+        finetune,
+        defaults,
+        "outputs/finetune/<base>",
+        '{"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}]}',
+    )
+    finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
+    finetune.set_defaults(run=run_train_finetune)
+
+    calibration = models.add_parser(
+        "calibration", help="the ensemble's score calibration and threshold, fitted on the training splits"
+    )
+    calibration.add_argument(
+        "--members",
+        nargs="+",
+        default=list(DEFAULT_MEMBERS),
+        metavar="MEMBER",
+        help="name, name:mirror, optionally =weight (default: %(default)s)",
+    )
+    calibration.add_argument("--wider-every", type=int, default=4, help="use every n-th WIDER training photo")
+    calibration.add_argument("--out", default="outputs/calibration", help="folder for the candidate cache (resumes)")
+    calibration.add_argument(
+        "--target", default=None, help="calibration JSON (default weights/ensemble_calibration.json)"
+    )
+    calibration.set_defaults(run=run_train_calibration)
