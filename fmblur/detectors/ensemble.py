@@ -19,14 +19,17 @@ candidate floor. The grouping here is the same idea in numpy.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from fmblur.detectors.base import Detector, RawDetections, mirrored
-from fmblur.detectors.calibration import PrecisionMap, load_calibration
+from fmblur.detectors.base import Detector, RawDetections
+from fmblur.detectors.calibration import PrecisionMap, calibration_path, load_calibration
 from fmblur.detectors.registry import detector_class, register
+from fmblur.detectors.views import mirrored
 from fmblur.geometry import iou_matrix, nms
 
 log = logging.getLogger(__name__)
@@ -132,10 +135,18 @@ def fuse(per_member: list[MemberDetections], weights: list[float], iou: float = 
     return RawDetections(boxes=fused.boxes[keep], scores=fused.scores[keep], landmarks=fused.landmarks[keep])
 
 
-def _calibrated_threshold() -> float:
-    """The fused threshold fitted on the training splits (0.5 if no calibration file is there)."""
+class CalibratedThreshold:
+    """The fused threshold fitted on the training splits (0.5 if no calibration file is there), read from the
+    calibration file when first asked for (not at import), as a class attribute like every detector's."""
+
+    def __get__(self, instance: object, owner: type) -> float:
+        return _calibrated_threshold(calibration_path())
+
+
+@functools.cache
+def _calibrated_threshold(path: Path) -> float:
     try:
-        return load_calibration().operating_threshold
+        return load_calibration(path).operating_threshold
     except (FileNotFoundError, ValueError):
         return 0.5
 
@@ -148,14 +159,15 @@ class EnsembleDetector(Detector):
     positives per image there); with other members, check it with `fmblur eval`."""
 
     has_landmarks = True
-    default_threshold = _calibrated_threshold()
+    default_threshold = CalibratedThreshold()
     source = "fusion of its members"
     licence = "that of its members"
 
     def __init__(
-        self, threshold: float | None = None, members: tuple[str | MemberSpec, ...] = DEFAULT_MEMBERS, **options
+        self, threshold: float | None = None, members: tuple[str | MemberSpec, ...] = DEFAULT_MEMBERS, **view_options
     ) -> None:
-        super().__init__(threshold=threshold, **options)
+        """`view_options` (scale, flip, tile, ...) apply to every member (see `ViewOptions`)."""
+        super().__init__(threshold=threshold)
         specs = tuple(m if isinstance(m, MemberSpec) else MemberSpec.parse(m) for m in members)
         if len(specs) < 2:
             raise ValueError("an ensemble needs at least two members")
@@ -168,7 +180,7 @@ class EnsembleDetector(Detector):
             if issubclass(cls, EnsembleDetector):
                 raise ValueError(f"an ensemble cannot contain another ensemble ({spec.name})")
             if spec.name not in self.detectors:  # a member and its mirror share one model
-                self.detectors[spec.name] = cls(threshold=MEMBER_FLOOR, **options)
+                self.detectors[spec.name] = cls(threshold=MEMBER_FLOOR, **view_options)
         self.maps: dict[str, PrecisionMap | None] = {}
 
     @property
@@ -190,9 +202,6 @@ class EnsembleDetector(Detector):
     def runtime(self) -> str:
         """Each distinct runtime of the members (e.g. onnxruntime on CUDA for CenterFace, torch for MTCNN)."""
         return ", ".join(dict.fromkeys(f"{name}: {d.runtime()}" for name, d in self.detectors.items()))
-
-    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:  # pragma: no cover - not used
-        raise NotImplementedError("the ensemble fuses its members' detect_raw results")
 
     def member_candidates(self, image: np.ndarray) -> dict[str, RawDetections]:
         """Each member's raw candidates at or above MEMBER_FLOOR, in the image's pixels (mirrors mapped back)."""

@@ -26,7 +26,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
+from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
 from fmblur.detectors.registry import register
 from fmblur.device import resolved_device
 from fmblur.resources import verify_file
@@ -138,7 +138,7 @@ def _load_model(backbone: str, device: str) -> FasterRCNN:
     return model.eval().to(device)
 
 
-class FasterRCNNDetector(Detector):
+class FasterRCNNDetector(SinglePassDetector):
     backbone = ""
     has_landmarks = False
     default_threshold = 0.5
@@ -180,6 +180,13 @@ class FasterRCNNDetector(Detector):
         )
 
 
+class VariantLicence:
+    """A variant's licence, read from its model card when first asked for (not at import)."""
+
+    def __get__(self, instance: object, owner: type[FasterRCNNDetector]) -> str:
+        return weights_licence(owner.backbone)
+
+
 def weights_licence(backbone: str) -> str:
     """What the variant's weights may be used for, from the training data its card records (cards written
     before the card recorded it were trained on the default mix, which includes WIDER FACE)."""
@@ -196,7 +203,7 @@ def _variant(backbone: str) -> type[FasterRCNNDetector]:
         {
             "backbone": backbone,
             "source": f"trained here: {train_command(backbone)}",
-            "licence": weights_licence(backbone),
+            "licence": VariantLicence(),
             "__doc__": f"Faster R-CNN, {backbone} backbone.",
         },
     )

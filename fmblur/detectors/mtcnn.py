@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
+from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
 from fmblur.detectors.registry import register
 from fmblur.device import resolved_device
 from fmblur.resources import verify_file
@@ -31,7 +31,7 @@ def _load_mtcnn(min_face_size: int, device: str):
 
 
 @register("mtcnn")
-class MTCNNDetector(Detector):
+class MTCNNDetector(SinglePassDetector):
     """MTCNN (Zhang et al. 2016), facenet-pytorch's port of the original weights."""
 
     has_landmarks = True

