@@ -42,7 +42,7 @@ from fmblur.pipeline import (
 from fmblur.resources import examples_dir
 from fmblur.results import detector_summaries
 from fmblur.tracking import TrackingOptions
-from fmblur.video import VideoReadError, anonymize_video, video_duration
+from fmblur.video import VideoReadError, anonymize_video, review_thumbnails, video_duration
 
 EXAMPLES_DIR = examples_dir()
 EXAMPLES = sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
@@ -272,8 +272,8 @@ def anonymize_video_file(
     tracking: bool = True,
     detect_every: int = 1,
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the progress bar by this default)
-) -> tuple[str, str, str]:
-    """(anonymised MP4, summary markdown, per-frame tracks CSV)."""
+) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """(anonymised MP4, summary markdown, per-frame tracks CSV, review thumbnails with captions)."""
     if not path:
         raise gr.Error("Upload a video first.")
     try:
@@ -316,7 +316,16 @@ def anonymize_video_file(
         )
         if anonymizer.selection is not None:
             summary += f"\n\n{len(report.kept_tracks)} track(s) left visible by the reference photos"
-        return str(report.output), summary, str(report.tracks_file)
+        if report.review:
+            summary += (
+                f"\n\n**{len(report.review)} region(s) to review**: covered by tracking alone (weak evidence, "
+                "held, interpolated or carried back), shown below"
+            )
+        review = [
+            (_png(image, folder, f"review_{i}"), caption)
+            for i, (image, caption) in enumerate(review_thumbnails(report.output, report.review))
+        ]
+        return str(report.output), summary, str(report.tracks_file), review
 
 
 def compare_detectors(
@@ -446,10 +455,11 @@ def build_app() -> gr.Blocks:
                     video_result = gr.Video(label="Anonymized", interactive=False, height=480, elem_id="video-output")
                     video_summary = gr.Markdown()
                     tracks = gr.File(label="Per-frame regions (CSV)", interactive=False)
+                    review = gr.Gallery(label="To review: regions covered by tracking alone", columns=4, height=200)
             run_video.click(
                 anonymize_video_file,
                 [video_source, *video_controls, tracking, detect_every],
-                [video_result, video_summary, tracks],
+                [video_result, video_summary, tracks, review],
                 api_name="anonymize_video",
             )
         with gr.Tab("Compare"):

@@ -36,6 +36,20 @@ class Face:
     def with_landmarks(self, landmarks: dict[str, tuple[float, float]] | None) -> Face:
         return replace(self, landmarks=landmarks)
 
+    def with_box(self, box) -> Face:
+        """This face with another box (e.g. grown to cover motion); its landmarks stay where they were seen."""
+        return replace(self, box=tuple(float(v) for v in box))
+
+    def moved_to(self, box) -> Face:
+        """This face moved to `box`: landmarks follow the box centre, so feature blur still has points."""
+        old = np.asarray(self.box, np.float64)
+        new = np.asarray(box, np.float64)
+        dx, dy = (new[:2] + new[2:]) / 2 - (old[:2] + old[2:]) / 2
+        landmarks = None
+        if self.landmarks is not None:
+            landmarks = {name: (x + float(dx), y + float(dy)) for name, (x, y) in self.landmarks.items()}
+        return replace(self, box=tuple(float(v) for v in new), landmarks=landmarks)
+
     def clipped(self, width: int, height: int) -> Face:
         x1, y1, x2, y2 = self.box
         box = (

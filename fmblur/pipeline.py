@@ -85,20 +85,23 @@ class PipelineOptions:
 
 def build_anonymizer(options: PipelineOptions) -> Anonymizer:
     """The pipeline the options describe (models load on first use; reference photos are embedded now)."""
-    anonymizer = Anonymizer(options.detector, options.landmarks, options.obfuscation, **dict(options.detector_options))
+    detector = create_detector(options.detector, **dict(options.detector_options))
+    selection = None
     if options.whom != "everyone":
-        from fmblur.identity.selection import build_selection
+        from fmblur.identity.selection import build_selection  # dlib loads only when people are chosen
 
-        anonymizer.selection = build_selection(options.whom, list(options.references), anonymizer.detector)
+        selection = build_selection(options.whom, list(options.references), detector)
+    privacy_meter = None
     if options.privacy_meter:
         from fmblur.identity import create_embedder
 
-        anonymizer.privacy_meter = create_embedder("dlib")
-    return anonymizer
+        privacy_meter = create_embedder("dlib")
+    return Anonymizer(detector, options.landmarks, options.obfuscation, selection, privacy_meter)
 
 
 class Anonymizer:
-    """A configured pipeline. Detector models load once (on first use) and are shared process-wide."""
+    """A configured pipeline in two stages, `find_faces` and `hide`, which video runs frame by frame.
+    Detector models load once (on first use) and are shared process-wide."""
 
     def __init__(
         self,
@@ -110,54 +113,81 @@ class Anonymizer:
         **detector_options,
     ) -> None:
         """selection: keep / hide only the people of reference photos; privacy_meter: an embedder to measure
-        how recognisable each hidden face stays (fmblur.identity)."""
-        self.detector = create_detector(detector, **detector_options) if isinstance(detector, str) else detector
+        how recognisable each hidden face stays (fmblur.identity). `detector_options` apply to a detector
+        given by name; a detector object already carries its own."""
+        if isinstance(detector, str):
+            detector = create_detector(detector, **detector_options)
+        elif detector_options:
+            raise ValueError(f"detector options {sorted(detector_options)} with a detector object: set them on it")
+        self.detector = detector
         self.landmarks = create_landmark_source(landmarks) if isinstance(landmarks, str) else landmarks
         self.obfuscation = obfuscation if obfuscation is not None else ObfuscationConfig()
         self.selection = selection
         self.privacy_meter = privacy_meter
 
+    def find_faces(self, image: np.ndarray, timings: StageTimer | None = None) -> list[Face]:
+        """Stage 1: the faces in `image` (RGB uint8) with landmarks."""
+        timings = timings or StageTimer()
+        faces = self.detector.detect(image)
+        timings.lap("detect")
+        faces = self.landmarks.apply(image, faces)
+        timings.lap("landmarks")
+        return faces
+
+    def hide(
+        self, image: np.ndarray, faces: list[Face], timings: StageTimer | None = None, measure: bool = True
+    ) -> tuple[np.ndarray, PrivacyReport | None]:
+        """Stage 2: `image` with `faces` hidden, and how recognisable they stay (with a privacy meter and
+        `measure`). The input is not modified."""
+        timings = timings or StageTimer()
+        output = obfuscate(image, faces, self.obfuscation)
+        timings.lap("obfuscate")
+        report = None
+        if self.privacy_meter is not None and measure:
+            from fmblur.identity.privacy import measure_privacy
+
+            report = measure_privacy(image, output, faces, self.privacy_meter)
+            timings.lap("privacy")
+        return output, report
+
+    def runtime(self) -> dict[str, str]:
+        """The device asked for, and what ran each model."""
+        return {"device": selected_device(), "detector": self.detector.runtime(), "landmarks": self.landmarks.runtime()}
+
     def __call__(self, image: np.ndarray) -> PipelineResult:
-        return anonymize(image, self.detector, self.landmarks, self.obfuscation, self.selection, self.privacy_meter)
+        """Find every face in `image` (RGB uint8), add landmarks, hide the faces (all, or as the identity
+        selection decides). The input is not modified."""
+        image = as_rgb_uint8(image)
+        timings = StageTimer()
+        faces = self.find_faces(image, timings)
+        hidden, kept = faces, []
+        if self.selection is not None:
+            decisions = self.selection.decide(image, faces)
+            hidden = [face for face, decision in zip(faces, decisions, strict=True) if decision.hide]
+            kept = [face for face, decision in zip(faces, decisions, strict=True) if not decision.hide]
+            timings.lap("identity")
+        output, report = self.hide(image, hidden, timings)
+        return PipelineResult(
+            image=output, faces=hidden, timings_ms=timings.total(), kept=kept, privacy=report, runtime=self.runtime()
+        )
 
 
-def anonymize(
-    image: np.ndarray,
-    detector: Detector,
-    landmarks: LandmarkSource,
-    obfuscation: ObfuscationConfig,
-    selection: IdentitySelection | None = None,
-    privacy_meter: FaceEmbedder | None = None,
-) -> PipelineResult:
-    """Find every face in `image` (RGB uint8), add landmarks, hide the faces. The input is not modified."""
-    image = as_rgb_uint8(image)
-    timings: dict[str, float] = {}
-    start = tick = time.perf_counter()
+class StageTimer:
+    """Wall time per pipeline stage in milliseconds, summed over calls (video adds every frame's)."""
 
-    def lap(stage: str) -> None:
-        nonlocal tick
+    def __init__(self) -> None:
+        self.started = self._tick = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        """The time since the previous lap counts for `stage`."""
         now = time.perf_counter()
-        timings[stage] = (now - tick) * 1000
-        tick = now
+        self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._tick) * 1000
+        self._tick = now
 
-    faces = detector.detect(image)
-    lap("detect")
-    faces = landmarks.apply(image, faces)
-    lap("landmarks")
-    hidden, kept = faces, []
-    if selection is not None:
-        decisions = selection.decide(image, faces)
-        hidden = [face for face, decision in zip(faces, decisions, strict=False) if decision.hide]
-        kept = [face for face, decision in zip(faces, decisions, strict=False) if not decision.hide]
-        lap("identity")
-    output = obfuscate(image, hidden, obfuscation)
-    lap("obfuscate")
-    report = None
-    if privacy_meter is not None:
-        from fmblur.identity.privacy import measure_privacy
+    def restart(self) -> None:
+        """Time between stages (decoding, waiting) counts for no stage."""
+        self._tick = time.perf_counter()
 
-        report = measure_privacy(image, output, hidden, privacy_meter)
-        lap("privacy")
-    timings["total"] = (time.perf_counter() - start) * 1000
-    runtime = {"device": selected_device(), "detector": detector.runtime(), "landmarks": landmarks.runtime()}
-    return PipelineResult(image=output, faces=hidden, timings_ms=timings, kept=kept, privacy=report, runtime=runtime)
+    def total(self) -> dict[str, float]:
+        return {**self.ms, "total": (time.perf_counter() - self.started) * 1000}

@@ -149,7 +149,7 @@ def test_video_request(client, tmp_path, server_tmp):
     from gradio_client import handle_file
 
     clip = REPO / "tests" / "data" / "selfie_2s_audio.mp4"
-    video, summary, tracks = client.predict(
+    video, summary, tracks, review = client.predict(
         path=handle_file(str(clip)),
         **IMAGE_SETTINGS,
         tracking=True,
@@ -164,6 +164,10 @@ def test_video_request(client, tmp_path, server_tmp):
     assert "60 frames" in summary and "fps overall" in summary and "audio copied" in summary
     rows = open(tracks).read().splitlines()
     assert rows[0].startswith("frame,") and len(rows) > 60
+    # The face is found in frame 0 and tracked from frame 1: frame 0's cover is also carried back from the track,
+    # which the review gallery lists with a caption naming the track, the reason and the frames.
+    captions = [item["caption"] for item in review]
+    assert captions and all(re.match(r"track -?\d+ · (weak|held|interpolated|lookback) · frames ", c) for c in captions)
     # The request's own working folder is removed once the answer is out.
     time.sleep(7)
     assert (server_tmp / "gradio").is_dir(), "the server works in the test's TMPDIR"

@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ from fmblur.geometry import match_detections
 from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import Anonymizer
 from fmblur.tracking import TrackingOptions
-from fmblur.video import VideoReadError, anonymize_video
+from fmblur.video import VideoReadError, anonymize_video, review_thumbnails
 from tests.bad_inputs import write_video
 from tests.conftest import REPO
 
@@ -216,3 +217,49 @@ def test_ctrl_c_leaves_no_output(tmp_path):
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert list(out.iterdir()) == []
+
+
+def _weak_face_frames(clip_frames: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """A slow pan over one frame blurred until RetinaFace scores its face 0.33-0.44 (measured): below its
+    threshold 0.5 in every frame, above the weak floor 0.25."""
+    blurred = cv2.GaussianBlur(clip_frames[26], (69, 69), 0)
+    return [np.ascontiguousarray(blurred[:, i : i + 260]) for i in range(count)]
+
+
+def test_a_face_seen_only_weakly_is_hidden_in_every_frame(tmp_path, clip_frames):
+    frames = _weak_face_frames(clip_frames, 30)
+    detector = create_detector("retinaface")
+    assert all(detector.detect(frame) == [] for frame in frames), "precondition: never found at the threshold"
+    source = write_clip(tmp_path / "weak.mp4", frames)
+    report = anonymize_video(source, tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED))
+    output = decode(report.output)
+    assert len(output) == 30 and all(red_share(frame) > 0.05 for frame in output)
+    assert {item["source"] for item in report.review} >= {"weak"}  # listed for review, with a thumbnail
+    thumbnails = review_thumbnails(report.output, report.review)
+    assert len(thumbnails) == len(report.review) and any("weak" in caption for _, caption in thumbnails)
+    without = anonymize_video(
+        source, tmp_path / "off.mp4", Anonymizer("retinaface", obfuscation=RED), TrackingOptions(weak_ratio=1.0)
+    )
+    assert all(red_share(frame) < 0.01 for frame in decode(without.output))
+
+
+def test_a_weak_one_frame_blip_is_not_hidden(tmp_path, clip_frames):
+    grey = np.full((540, 260, 3), 128, np.uint8)
+    frames = [grey] * 5 + _weak_face_frames(clip_frames, 1) + [grey] * 5
+    source = write_clip(tmp_path / "blip.mp4", frames)
+    output = decode(anonymize_video(source, tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED)).output)
+    assert all(red_share(frame) < 0.01 for frame in output)
+
+
+def test_a_face_is_hidden_from_the_frame_it_appears_not_only_from_its_first_detection(tmp_path, clip_frames):
+    """The face appears at frame 30, too blurred for the detector (even as weak evidence) until frame 40."""
+    grey = np.full_like(clip_frames[0], 128)
+    unseen = [cv2.GaussianBlur(frame, (91, 91), 0) for frame in clip_frames[30:40]]
+    frames = [grey] * 30 + unseen + clip_frames[40:50]
+    detector = create_detector("retinaface", threshold=0.25)  # the weak floor
+    assert all(detector.detect(frame) == [] for frame in unseen), "precondition: not found before frame 40"
+    assert detector.detect(frames[40]) != []
+    source = write_clip(tmp_path / "appears.mp4", frames)
+    output = decode(anonymize_video(source, tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED)).output)
+    assert all(red_share(frame) > 0.05 for frame in output[30:]), "hidden from frame 30"
+    assert all(red_share(frame) < 0.01 for frame in output[:20]), "not long before it appeared"

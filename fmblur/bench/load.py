@@ -163,7 +163,7 @@ def run_load(url: str, server_pid: int, users: int = 8, rounds: int = 3, with_vi
         if with_video:
             started = time.perf_counter()
             try:
-                video, _, _ = client.predict(
+                video, _, _, _ = client.predict(
                     path=handle_file(str(CLIP)),
                     **image_args,
                     tracking=True,

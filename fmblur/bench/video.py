@@ -2,6 +2,7 @@
 
     python -m fmblur.bench video                 # speed and memory table
     python -m fmblur.bench video --checks        # flicker (tracking off/on) and leak check tables
+    python -m fmblur.bench video --leaks         # moving-camera clips with known faces: leaks vs deface
 
 Each timed run is a separate process, so peak memory (max RSS) and start-up are counted per run, the same
 way for fmblur and for deface.
@@ -212,7 +213,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checks", action="store_true", help="flicker and leak tables instead of speed")
     parser.add_argument("--check-detector", default="retinaface", help="detector used by --checks")
     parser.add_argument("--keep", metavar="DIR", help="keep outputs in DIR (default: a temporary folder)")
+    parser.add_argument("--leaks", action="store_true", help="the leak benchmark on generated moving-camera clips")
+    parser.add_argument("--presets", nargs="+", default=["fast", "recall-first"], help="fmblur presets for --leaks")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each --leaks clip")
+    parser.add_argument("--clips", type=int, default=3, help="number of --leaks clips (the last one at 1080p)")
+    parser.add_argument("--write", action="store_true", help="with --leaks: write docs/results/video-leaks.md")
     args = parser.parse_args(argv)
+    if args.leaks:
+        from fmblur.bench.leaks import leak_table, write_results
+
+        work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fmblur-leaks-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            table = leak_table(args.presets, args.seconds, args.clips, work)
+            print(table)
+            if args.write:
+                command = "python -m fmblur.bench video " + " ".join(argv if argv is not None else sys.argv[1:])
+                print(f"written {write_results(table, command)}", file=sys.stderr)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        return
     if not SAMPLES.is_dir():
         parser.error(f"sample clips not found at {SAMPLES}")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fmblur-bench-"))

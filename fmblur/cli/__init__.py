@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from fmblur.cli.anonymize import run_image, run_video
-from fmblur.cli.common import add_pipeline_arguments, interrupt_on_sigterm, non_negative
+from fmblur.cli.common import add_pipeline_arguments, interrupt_on_sigterm, non_negative, usage_error
 from fmblur.cli.evaluate import add_eval_parser
 from fmblur.cli.train import add_train_parser
 from fmblur.device import DeviceUnavailable, select_device
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrackingOptions()
     group = video.add_argument_group("temporal consistency")
     group.add_argument("--no-tracking", action="store_true", help="hide each frame's detections only")
-    group.add_argument("--hold", type=int, default=defaults.hold_frames, help="frames a lost face stays covered")
+    group.add_argument(
+        "--hold", dest="hold_frames", type=int, default=defaults.hold_frames, help="frames a lost face stays covered"
+    )
     group.add_argument("--pad", type=float, default=defaults.pad, help="grow tracked boxes by this share")
     group.add_argument("--smoothing", type=float, default=defaults.smoothing, help="weight of the newest box")
     group.add_argument(
@@ -51,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--detect-every", type=int, default=defaults.detect_every, help="detect on every k-th frame, track between"
+    )
+    group.add_argument(
+        "--weak-ratio",
+        type=float,
+        default=defaults.weak_ratio,
+        help="candidates scoring this share of the threshold are weak evidence, hidden when they persist (1 = off)",
+    )
+    group.add_argument(
+        "--confirm-frames", type=int, default=defaults.confirm_frames, help="frames in a row that confirm a weak face"
+    )
+    group.add_argument(
+        "--max-gap", type=int, default=defaults.max_gap, help="cover a face across gaps of up to this many frames"
+    )
+    video.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT_DIR/<stem>.review.json: the frames where a face was covered without a detection there",
     )
     add_pipeline_arguments(video)
     video.set_defaults(run=run_video)
@@ -65,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             select_device(args.device)
         except DeviceUnavailable as error:
-            print(f"fmblur: error: {error}", file=sys.stderr)
-            return 2
+            return usage_error(error)
     interrupt_on_sigterm()
     return args.run(args)
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fmblur.atomic import atomic_target
-from fmblur.cli.common import (
-    anonymizer_from_args,
-)
+from fmblur.cli.common import anonymizer_from_args, record_from_args, usage_error
 from fmblur.detectors import DetectorUnavailable
 from fmblur.image_io import FORMAT_BY_SUFFIX, IMAGE_SUFFIXES, ImageReadError, read_image, write_image
+from fmblur.pipeline import Anonymizer
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VIDEO_SUFFIXES, VideoReadError, anonymize_video
 
@@ -115,87 +114,100 @@ def _write_json(record: dict, path: Path) -> None:
         temporary.write_text(json.dumps(record, indent=2))
 
 
-def run_image(args: argparse.Namespace) -> int:
+def run_batch(
+    args: argparse.Namespace,
+    noun: str,
+    suffixes: Sequence[str],
+    output_names: Callable[[Path], dict[str, str]],
+    process: Callable[[Job, Anonymizer], str | None],
+    sequence_folders: bool = False,
+) -> int:
+    """What `fmblur image` and `fmblur video` share: build the pipeline (a bad option is one error line, exit 2),
+    plan every input's outputs, run `process` on each job (it returns a line to report, or None; `-q` only hides
+    progress bars), count and
+    report failures without stopping the batch, and end with one summary line. Exit 1 if anything failed,
+    130 on Ctrl-C or SIGTERM (the job under way leaves no output)."""
     out_dir = Path(args.output)
     try:
         anonymizer = anonymizer_from_args(args)
         anonymizer.detector.load()
     except (ValueError, DetectorUnavailable, RuntimeError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
-    inputs, errors = collect_inputs(args.paths, out_dir, IMAGE_SUFFIXES)
-    jobs, plan_errors = plan_jobs(inputs, out_dir, args.overwrite, lambda s: _image_output_names(s, args.json))
-    errors += plan_errors
-    for line in errors:
-        print(f"error: {line}", file=sys.stderr)
-    failed = len(errors)
-    written = faces_total = 0
-    progress = tqdm(jobs, desc="anonymising", unit="img", disable=args.quiet or None)
-    for job in progress:
-        try:
-            image, _ = read_image(job.source)
-            result = anonymizer(image)
-            image_out = job.outputs["image"]
-            write_image(result.image, image_out, FORMAT_BY_SUFFIX[image_out.suffix.lower()])
-            if args.json:
-                _write_json(result.to_json(), job.outputs["json"])
-            written += 1
-            faces_total += len(result.faces)
-            progress.set_postfix(faces=faces_total)
-            if result.privacy is not None and not args.quiet:
-                tqdm.write(f"{job.source.name}: {result.privacy.summary}", file=sys.stderr)
-        except ImageReadError as error:
-            failed += 1
-            tqdm.write(f"error: {error}", file=sys.stderr)
-        except Exception as error:  # one bad file must not stop the batch; it is reported and counted
-            failed += 1
-            tqdm.write(f"error: {job.source}: {type(error).__name__}: {error}", file=sys.stderr)
-    print(f"{written} image(s) written to {out_dir}, {faces_total} face(s) hidden, {failed} failed", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _video_output_names(source: Path, tracks_format: str | None) -> dict[str, str]:
-    names = {"video": f"{source.stem}.mp4"}
-    if tracks_format:
-        names["tracks"] = f"{source.stem}.tracks.{tracks_format}"
-    return names
-
-
-def _tracking_from_args(args: argparse.Namespace) -> TrackingOptions:
-    return TrackingOptions(
-        enabled=not args.no_tracking,
-        hold_frames=args.hold,
-        pad=args.pad,
-        smoothing=args.smoothing,
-        lookback=args.lookback,
-        detect_every=args.detect_every,
-    )
-
-
-def run_video(args: argparse.Namespace) -> int:
-    out_dir = Path(args.output)
-    try:
-        anonymizer = anonymizer_from_args(args)
-        tracking = _tracking_from_args(args)
-        anonymizer.detector.load()
-    except (ValueError, DetectorUnavailable, RuntimeError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
-    inputs, errors = collect_inputs(args.paths, out_dir, VIDEO_SUFFIXES, sequence_folders=True)
-    jobs, plan_errors = plan_jobs(inputs, out_dir, args.overwrite, lambda s: _video_output_names(s, args.tracks))
+        return usage_error(error)
+    inputs, errors = collect_inputs(args.paths, out_dir, suffixes, sequence_folders=sequence_folders)
+    jobs, plan_errors = plan_jobs(inputs, out_dir, args.overwrite, output_names)
     errors += plan_errors
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     failed, written = len(errors), 0
     for job in jobs:
-        bar = tqdm(desc=job.source.name, unit="frame", disable=args.quiet or None, dynamic_ncols=True)
-
-        def advance(done: int, total: int | None, bar: tqdm = bar) -> None:
-            if total is not None and bar.total != total:
-                bar.total = total
-            bar.update(done - bar.n)
-
         try:
+            line = process(job, anonymizer)
+            written += 1
+            if line:
+                tqdm.write(line, file=sys.stderr)
+        except (ImageReadError, VideoReadError, ValueError) as error:
+            failed += 1
+            tqdm.write(f"error: {error}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"interrupted: {job.source}: no output written", file=sys.stderr)
+            return 130
+        except Exception as error:  # one bad file must not stop the batch; it is reported and counted
+            failed += 1
+            tqdm.write(f"error: {job.source}: {type(error).__name__}: {error}", file=sys.stderr)
+    print(f"{written} {noun}(s) written to {out_dir}, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_image(args: argparse.Namespace) -> int:
+    progress = tqdm(desc="anonymising", unit="img", disable=args.quiet or None)
+
+    def anonymise_image(job: Job, anonymizer: Anonymizer) -> str | None:
+        progress.update(1)
+        image, _ = read_image(job.source)
+        result = anonymizer(image)
+        image_out = job.outputs["image"]
+        write_image(result.image, image_out, FORMAT_BY_SUFFIX[image_out.suffix.lower()])
+        if args.json:
+            _write_json(result.to_json(), job.outputs["json"])
+        if result.privacy is not None and not args.quiet:
+            return f"{job.source.name}: {result.privacy.summary}"
+        return None
+
+    try:
+        return run_batch(
+            args, "image", IMAGE_SUFFIXES, lambda source: _image_output_names(source, args.json), anonymise_image
+        )
+    finally:
+        progress.close()
+
+
+def _video_output_names(source: Path, tracks_format: str | None, review: bool) -> dict[str, str]:
+    names = {"video": f"{source.stem}.mp4"}
+    if tracks_format:
+        names["tracks"] = f"{source.stem}.tracks.{tracks_format}"
+    if review:
+        names["review"] = f"{source.stem}.review.json"
+    return names
+
+
+def _tracking_from_args(args: argparse.Namespace) -> TrackingOptions:
+    return record_from_args(TrackingOptions, args, enabled=not args.no_tracking)
+
+
+def run_video(args: argparse.Namespace) -> int:
+    try:
+        tracking = _tracking_from_args(args)
+    except ValueError as error:
+        return usage_error(error)
+
+    def anonymise_video(job: Job, anonymizer: Anonymizer) -> str:
+        with tqdm(desc=job.source.name, unit="frame", disable=args.quiet or None, dynamic_ncols=True) as bar:
+
+            def advance(done: int, total: int | None) -> None:
+                if total is not None and bar.total != total:
+                    bar.total = total
+                bar.update(done - bar.n)
+
             report = anonymize_video(
                 job.source,
                 job.outputs["video"],
@@ -207,24 +219,25 @@ def run_video(args: argparse.Namespace) -> int:
                 progress=advance,
                 sequence_fps=args.sequence_fps,
             )
-            written += 1
-            bar.close()
-            print(
-                f"{job.source}: {report.frames} frames, {report.faces_hidden} regions hidden, audio {report.audio}, "
-                f"{report.processing_fps:.1f} fps -> {report.output}",
-                file=sys.stderr,
+        if "review" in job.outputs:
+            _write_json(
+                {"video": str(report.output), "fps": report.input_fps, "review": report.review}, job.outputs["review"]
             )
-        except (VideoReadError, ValueError) as error:
-            bar.close()
-            failed += 1
-            print(f"error: {error}", file=sys.stderr)
-        except KeyboardInterrupt:
-            bar.close()
-            print(f"interrupted: {job.source}: no output written", file=sys.stderr)
-            return 130
-        except Exception as error:  # reported and counted; the output was removed by anonymize_video
-            bar.close()
-            failed += 1
-            print(f"error: {job.source}: {type(error).__name__}: {error}", file=sys.stderr)
-    print(f"{written} video(s) written to {out_dir}, {failed} failed", file=sys.stderr)
-    return 1 if failed else 0
+        inferred = sum(len(item["frames"]) for item in report.review)
+        line = (
+            f"{job.source}: {report.frames} frames, {report.faces_hidden} regions hidden "
+            f"({inferred} frame ranges covered by tracking alone), audio {report.audio}, "
+            f"{report.processing_fps:.1f} fps -> {report.output}"
+        )
+        if report.privacy is not None:
+            line += f"; privacy meter (one frame a second): {report.privacy.summary}"
+        return line
+
+    return run_batch(
+        args,
+        "video",
+        VIDEO_SUFFIXES,
+        lambda source: _video_output_names(source, args.tracks, args.report),
+        anonymise_video,
+        sequence_folders=True,
+    )

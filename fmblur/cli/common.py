@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from collections.abc import Callable
@@ -87,6 +88,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--kernel-rel",
+        dest="kernel_relative",
+        metavar="FRACTION",
         type=float,
         default=defaults.kernel_relative,
         help="kernel as a fraction of each face's size (when no --kernel)",
@@ -98,7 +101,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         help="light blur on eyes/nose/mouth in feature mode",
     )
     group.add_argument("--mosaic-blocks", type=int, default=defaults.mosaic_blocks, help="mosaic blocks across a face")
-    group.add_argument("--fill", type=_rgb, default=defaults.fill_color, help="solid fill colour R,G,B")
+    group.add_argument(
+        "--fill", dest="fill_color", type=_rgb, default=defaults.fill_color, help="solid fill colour R,G,B"
+    )
     group.add_argument("--shape", default=defaults.shape, choices=SHAPES, help="region shape")
     group.add_argument(
         "--mask-scale", type=float, default=defaults.mask_scale, help="grow each face box by this factor"
@@ -114,17 +119,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def anonymizer_from_args(args: argparse.Namespace) -> Anonymizer:
     """Build the pipeline; bad option values raise ValueError with the reason."""
-    obfuscation = ObfuscationConfig(
-        mode=args.mode,
-        kernel=args.kernel,
-        kernel_relative=args.kernel_rel,
-        feature_kernel=args.feature_kernel,
-        mosaic_blocks=args.mosaic_blocks,
-        fill_color=args.fill,
-        shape=args.shape,
-        mask_scale=args.mask_scale,
-        feather=args.feather,
-    )
+    obfuscation = record_from_args(ObfuscationConfig, args)
     detector_options = {"threshold": args.thresh, "scale": args.scale, "flip": args.flip, "tile": args.tile}
     detector_options["upscale_to"] = args.upscale_to
     if args.members:
@@ -173,3 +168,15 @@ def bar_factory(prefix: str = "") -> Callable[[str, int], Callable[[], None]]:
 
 def log_to_stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def usage_error(error: Exception | str) -> int:
+    """Report a bad option, input or missing model as the one line `fmblur: error: ...`; the exit status 2."""
+    print(f"fmblur: error: {error}", file=sys.stderr)
+    return 2
+
+
+def record_from_args(record: type, args: argparse.Namespace, **given):
+    """An options record (a dataclass) from the parsed arguments named after its fields; `given` fields win."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(record) if hasattr(args, f.name)}
+    return record(**{**values, **given})

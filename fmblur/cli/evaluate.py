@@ -12,6 +12,7 @@ from fmblur.cli.common import (
     LANDMARK_CACHE,
     _odd_kernel,
     bar_factory,
+    usage_error,
 )
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_names
 from fmblur.landmarks import landmark_source_names
@@ -25,8 +26,7 @@ def run_eval_landmarks(args: argparse.Namespace) -> int:
     try:
         report = evaluate_landmarks(args.source, data, LANDMARK_CACHE, bar_factory())
     except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     out_dir = Path(args.output)
     table = markdown_tables(report)
     for suffix, text in ((".json", json.dumps(report, indent=2)), (".md", table)):
@@ -45,8 +45,7 @@ def run_eval_privacy(args: argparse.Namespace) -> int:
     try:
         report = privacy.evaluate_privacy(data, configs, progress_factory=bar_factory())
     except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     out_dir = Path(args.output)
     table = privacy.markdown_table(report)
     for suffix, text in ((".json", json.dumps(report, indent=2)), (".md", table)):
@@ -90,8 +89,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 progress_factory=bar_factory(f"{data}: "),
             )
         except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
-            print(f"fmblur: error: {error}", file=sys.stderr)
-            return 2
+            return usage_error(error)
         stem = Path(data).name.replace(".", "_") + ("_anonymized" if args.anonymized else "")
         stem += f"_gamma{args.gamma:g}" if args.gamma != 1.0 else ""
         paths = save_report(report, out_dir, stem)

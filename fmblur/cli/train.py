@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fmblur.cli.common import (
     LANDMARK_CACHE,
     bar_factory,
     log_to_stderr,
+    usage_error,
 )
 from fmblur.detectors import DetectorUnavailable
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS
@@ -51,8 +53,7 @@ def run_train_landmarks(args: argparse.Namespace) -> int:
             progress_factory=bar_factory(),
         )
     except (ValueError, FileNotFoundError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     return 0
 
 
@@ -82,61 +83,56 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults, default_out: s
     )
 
 
+def _run_trainer(args: argparse.Namespace, make_config: Callable[..., object], train: Callable, run_dir: Path) -> int:
+    """Build a resumable trainer's config from the options every trainer takes (and its data config), then train;
+    bad data or options stop with one error line before any step."""
+    try:
+        options, data_root = _data_config(args)
+        config = make_config(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, save_every=args.save_every, **options
+        )
+        train(config, run_dir, log=log_to_stderr, progress_factory=bar_factory(), data_root=data_root)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
+        return usage_error(error)
+    return 0
+
+
 def run_train_detector(args: argparse.Namespace) -> int:
     from fmblur.train.detector import export, train
 
     run_dir = Path(args.out or f"outputs/detector/{args.backbone}")
-    try:
-        if args.export:
+    if args.export:
+        try:
             print(json.dumps(export(run_dir, manifest_path()), indent=2))
-            return 0
-        options, data_root = _data_config(args)
-        config = DetectorTrainingConfig(
-            backbone=args.backbone,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            save_every=args.save_every,
-            sizes=tuple(args.sizes),
-            augment=not args.no_augment,
-            weights_backbone=args.weights_backbone,
-            **options,
-        )
-        train(config, run_dir, log=log_to_stderr, progress_factory=bar_factory(), data_root=data_root)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        except (ValueError, FileNotFoundError) as error:
+            return usage_error(error)
+        return 0
+    make_config = functools.partial(
+        DetectorTrainingConfig,
+        backbone=args.backbone,
+        sizes=tuple(args.sizes),
+        augment=not args.no_augment,
+        weights_backbone=args.weights_backbone,
+    )
+    return _run_trainer(args, make_config, train, run_dir)
 
 
 def run_train_finetune(args: argparse.Namespace) -> int:
     from fmblur.train.finetune import FinetuneConfig, export_onnx, train
 
     run_dir = Path(args.out or f"outputs/finetune/{args.base}")
-    try:
-        if args.export:
-            target = manifest_path().parent / f"{args.base}_masked.onnx"
+    if args.export:
+        target = manifest_path().parent / f"{args.base}_masked.onnx"
+        try:
             export_onnx(run_dir, target)
-            digest = record_sha256(
-                f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})"
-            )
-            print(f"written {target} (sha256 {digest})")
-            return 0
-        options, data_root = _data_config(args)
-        config = FinetuneConfig(
-            base=args.base,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            save_every=args.save_every,
-            size=args.size,
-            **options,
+        except (ValueError, FileNotFoundError) as error:
+            return usage_error(error)
+        digest = record_sha256(
+            f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})"
         )
-        train(config, run_dir, log=log_to_stderr, progress_factory=bar_factory(), data_root=data_root)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        print(f"written {target} (sha256 {digest})")
+        return 0
+    return _run_trainer(args, functools.partial(FinetuneConfig, base=args.base, size=args.size), train, run_dir)
 
 
 def run_train_calibration(args: argparse.Namespace) -> int:
@@ -152,8 +148,7 @@ def run_train_calibration(args: argparse.Namespace) -> int:
             progress_factory=lambda total: bar_factory()("member candidates", total),
         )
     except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
-        print(f"fmblur: error: {error}", file=sys.stderr)
-        return 2
+        return usage_error(error)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -4,6 +4,8 @@ single-pass network shares: padding, and test-time views (`views.py`) around its
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -11,6 +13,7 @@ import numpy as np
 from fmblur.detectors.records import RawDetections
 from fmblur.detectors.views import TestTimeViews, ViewOptions
 from fmblur.face import Face, landmarks_from_array
+from fmblur.resources import weights_path
 
 __all__ = ["Detector", "DetectorUnavailable", "RawDetections", "SinglePassDetector", "as_rgb_uint8"]
 
@@ -84,6 +87,17 @@ class Detector(ABC):
             self._loaded = True
         return self
 
+    @contextmanager
+    def reporting_down_to(self, floor: float) -> Iterator[Detector]:
+        """Within this block the detector also reports faces scoring down to `floor` (below its threshold):
+        video's tracker takes them as weak evidence."""
+        threshold = self.threshold
+        self.threshold = min(threshold, floor)
+        try:
+            yield self
+        finally:
+            self.threshold = threshold
+
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in `image` (RGB uint8, any size), highest score first, boxes clipped to the image."""
         image = as_rgb_uint8(image)
@@ -150,3 +164,22 @@ class SinglePassDetector(Detector):
             f"{type(self).__name__}(threshold={self.threshold}, scale={options.scale}, "
             f"upscale_to={options.upscale_to}, flip={options.flip}, tile={options.tile})"
         )
+
+
+class FineTunedWeights:
+    """A pretrained detector fine-tuned here (`fmblur train finetune --base <base>`): its weights file in
+    weights/, what the card says of them, and how to make them when they are missing. Mix in before the base
+    detector's class; `fine_tuned = True` makes the base load `weights_file` instead of the package's weights."""
+
+    fine_tuned = True
+    base = ""
+    weights_file = ""
+    licence = "MIT code; weights trained on WIDER FACE: non-commercial research use"
+
+    @classmethod
+    def available(cls) -> bool:
+        return weights_path(cls.weights_file).is_file()
+
+    @classmethod
+    def training_command(cls) -> str:
+        return f"fmblur train finetune --base {cls.base}, then the same with --export"

