@@ -1,4 +1,4 @@
-"""fmblur web app (Gradio Blocks): anonymise a photo, or compare two detectors on it.
+"""fmblur web app (Gradio Blocks): anonymise a photo or a video, or compare detectors on a photo.
 
 Run `python app.py` and open http://127.0.0.1:7860. It runs on the CPU (CUDA when present) with the
 detectors whose weights ship in pip packages: nothing is downloaded.
@@ -22,8 +22,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import torch
 
+from fmblur.compare import compare, ground_truth_for
 from fmblur.detectors import DetectorUnavailable, available_detector_names, detector_class, detector_names
 from fmblur.detectors.presets import PRESETS
 from fmblur.device import onnx_providers, resolved_device, select_device, selected_device
@@ -40,7 +42,7 @@ from fmblur.pipeline import (
     build_anonymizer,
 )
 from fmblur.resources import examples_dir
-from fmblur.results import detector_summaries
+from fmblur.results import SPLIT_NAMES, detector_summaries, measured_table, pr_curves
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, review_thumbnails, video_duration
 
@@ -328,24 +330,70 @@ def anonymize_video_file(
         return str(report.output), summary, str(report.tracks_file), review
 
 
+COMPARE_DEFAULT = ["fast", "retinaface", "centerface"]
+
+
 def compare_detectors(
-    path: str | None, detector_a: str, threshold_a: float, detector_b: str, threshold_b: float
-) -> tuple[str, str, str]:
-    """Both detectors' faces drawn on the same image, with a timing table."""
+    path: str | None,
+    detectors: list[str],
+    progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the progress bar by this default)
+) -> Iterator[tuple[list[tuple[str, str]], str, pd.DataFrame]]:
+    """Each chosen detector's boxes and anonymised result on the same photo, streamed as each one finishes:
+    (gallery of panels with captions, table markdown, FPS and faces per detector for the chart). On a shipped
+    example the annotated faces are drawn too: found ones thin, missed ones thick."""
     image = _load(path)
-    rows = ["| detector | faces | detect ms | FPS |", "|---|---|---|---|"]
-    drawn = []
-    for detector, threshold in ((detector_a, threshold_a), (detector_b, threshold_b)):
-        try:
-            options = pipeline_options(**{**APP_SETTINGS, "detector": detector, "threshold": threshold})
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        result = _anonymizer(options)(image)
-        drawn.append(draw_faces(image, result.faces))
-        detect_ms = result.timings_ms["detect"]
-        rows.append(f"| {detector} | {len(result.faces)} | {detect_ms:.0f} | {1000 / max(detect_ms, 1e-3):.1f} |")
+    if not detectors:
+        raise gr.Error("Pick at least one detector to compare.")
+    unknown = [name for name in detectors if name not in available_detector_names()]
+    if unknown:
+        raise gr.Error(f"Not available here: {', '.join(unknown)}")
+    truth = ground_truth_for(path)
+    header = "| detector | faces | annotated faces found | detect ms | FPS |\n|---|---|---|---|---|"
+    panels, rows, chart = [], [], []
     with request_folder() as folder:
-        return _png(drawn[0], folder, "detector_a"), _png(drawn[1], folder, "detector_b"), "\n".join(rows)
+        for index, panel in enumerate(compare(image, detectors, truth)):
+            progress((index + 1, len(detectors)), desc=f"{panel.detector} done", unit="detectors")
+            found = f"{panel.found} of {panel.annotated}" if panel.annotated is not None else "(no annotations)"
+            caption = f"{panel.detector}: {panel.faces} faces, {panel.detect_ms:.0f} ms"
+            panels.append((_png(panel.detections, folder, f"{index}_detections"), f"{caption} (boxes)"))
+            panels.append((_png(panel.anonymized, folder, f"{index}_anonymized"), f"{caption} (anonymised)"))
+            rows.append(f"| {panel.detector} | {panel.faces} | {found} | {panel.detect_ms:.0f} | {panel.fps:.1f} |")
+            chart.extend(
+                [
+                    {"detector": panel.detector, "measure": "FPS", "value": round(panel.fps, 2)},
+                    {"detector": panel.detector, "measure": "faces", "value": panel.faces},
+                ]
+            )
+            yield list(panels), "\n".join([header, *rows]), pd.DataFrame(chart)
+
+
+def model_card_text(detector: str) -> str:
+    """A detector's card: what it is, where its weights come from, their licence, and its measured table."""
+    cls = detector_class(detector)
+    lines = [
+        f"### {detector}",
+        (cls.__doc__ or "").strip(),
+        f"**Weights**: {cls.source}",
+        f"**Licence**: {cls.licence}",
+    ]
+    if cls.training_command():
+        lines.append(f"**Trained with**: `{cls.training_command()}` (model card: `weights/README.md`)")
+    table = measured_table(detector)
+    lines.append(table or "_Not measured by `fmblur eval` yet._")
+    return "\n\n".join(lines)
+
+
+@functools.cache
+def _live_anonymizer() -> Anonymizer:
+    return build_anonymizer(PipelineOptions.create("fast"))
+
+
+def anonymize_live(frame: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+    """One webcam frame anonymised with the fast preset, and the rate it ran at."""
+    if frame is None:
+        return None, ""
+    result = _live_anonymizer()(frame)
+    return result.image, f"{len(result.faces)} face(s) hidden · {result.fps:.1f} FPS (this frame's pipeline)"
 
 
 def default_threshold(detector: str) -> float:
@@ -466,22 +514,52 @@ def build_app() -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     compare_source = photo_input("compare-input")
-                    detector_a, threshold_a = _detector_controls("Detector A", "retinaface")
-                    detector_b, threshold_b = _detector_controls("Detector B", "centerface")
-                    compare = gr.Button("Compare", variant="primary")
+                    chosen = gr.CheckboxGroup(
+                        _detector_choices(), value=COMPARE_DEFAULT, label="Detectors (each at its default threshold)"
+                    )
+                    compare_button = gr.Button("Compare", variant="primary")
+                    gr.Markdown(
+                        "On an example photo its annotated faces are drawn too: **thin** outline = found by that "
+                        "detector, **thick red** = missed."
+                    )
                 with gr.Column(scale=2):
-                    with gr.Row():
-                        view_a = gr.Image(label="Detector A", format="png", interactive=False)
-                        view_b = gr.Image(label="Detector B", format="png", interactive=False)
-                    table = gr.Markdown()
+                    compare_panels = gr.Gallery(label="Each detector: boxes, then anonymised", columns=2, height=520)
+                    compare_table = gr.Markdown()
+                    compare_chart = gr.BarPlot(
+                        x="detector", y="value", color="measure", title="FPS (detection) and faces found", height=260
+                    )
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=compare_source)
-            compare.click(
+            compare_button.click(
                 compare_detectors,
-                [compare_source, detector_a, threshold_a, detector_b, threshold_b],
-                [view_a, view_b, table],
+                [compare_source, chosen],
+                [compare_panels, compare_table, compare_chart],
                 api_name="compare",
             )
+        with gr.Tab("Models"):
+            gr.Markdown(
+                "What each detector is and what was measured of it: `fmblur eval` on the validation splits "
+                "(never trained or tuned on), read from `docs/results/eval/` with the date and commit of the run."
+            )
+            model = gr.Dropdown(_detector_choices(), value=APP_SETTINGS["detector"], label="Detector")
+            model_card = gr.Markdown(model_card_text(APP_SETTINGS["detector"]), elem_id="model-card")
+            model.change(model_card_text, model, model_card, api_name="model_card")
+            for split, label in SPLIT_NAMES.items():
+                curves = pd.DataFrame(pr_curves(split))
+                if not curves.empty:
+                    gr.LinePlot(curves, x="recall", y="precision", color="detector", title=f"Precision-recall, {label}")
+        with gr.Tab("Live"):
+            gr.Markdown(
+                "Your camera, anonymised frame by frame with the `fast` preset, in this page only. "
+                "**No camera?** Where the browser has none, or you deny access, the camera box below stays "
+                "empty and nothing is sent.",
+                elem_id="live-message",
+            )
+            with gr.Row():
+                camera = gr.Image(sources=["webcam"], streaming=True, label="Camera", elem_id="live-camera")
+                live_view = gr.Image(label="Anonymised", interactive=False)
+            live_fps = gr.Markdown()
+            camera.stream(anonymize_live, camera, [live_view, live_fps], stream_every=0.1, api_name="live")
     app.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
     return app
 

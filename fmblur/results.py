@@ -31,3 +31,46 @@ def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
         name: f"recall at <= 0.5 false positives per image {', '.join(parts)}; {timing[name]}"
         for name, parts in figures.items()
     }
+
+
+def _reports(results_dir: Path) -> dict[str, dict]:
+    return {
+        split: json.loads((results_dir / f"{split}.json").read_text())
+        for split in SPLIT_NAMES
+        if (results_dir / f"{split}.json").is_file()
+    }
+
+
+def measured_table(detector: str, results_dir: Path = RESULTS_DIR) -> str:
+    """A markdown table of what `fmblur eval` measured for `detector` on each val split (empty if nothing)."""
+    rows = []
+    for split, report in _reports(results_dir).items():
+        metrics = report["detectors"].get(detector)
+        if metrics is None:
+            continue
+        budget = metrics["at_fp_budget"]
+        rows.append(
+            f"| {SPLIT_NAMES[split]} | {metrics['AP@.5']:.3f} "
+            f"| {metrics['recall@0.5']:.3f} (t={metrics['threshold']:.2f}) "
+            f"| {metrics['fp_per_image']:.2f} | {budget['recall@0.5']:.3f} | {metrics['ms_per_image']:.0f} "
+            f"| {report['provenance']['date']}, {report['provenance']['commit']} |"
+        )
+    if not rows:
+        return ""
+    header = (
+        "| split | AP@.5 | recall@0.5 | FP/image | recall at <= 0.5 FP/image | ms/image | measured |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    return "\n".join([header, *rows])
+
+
+def pr_curves(split: str, results_dir: Path = RESULTS_DIR) -> list[dict]:
+    """Rows (detector, recall, precision) of every detector's precision-recall curve on `split`."""
+    report = _reports(results_dir).get(split)
+    if report is None:
+        return []
+    return [
+        {"detector": name, "recall": recall, "precision": precision}
+        for name, metrics in report["detectors"].items()
+        for recall, precision in zip(metrics["pr_curve"]["recall"], metrics["pr_curve"]["precision"], strict=True)
+    ]

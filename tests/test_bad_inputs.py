@@ -128,7 +128,7 @@ def test_video_inputs_through_the_app(case, client, tmp_path):
     source = maker(tmp_path)
     arguments = {"path": handle_file(str(source)), **IMAGE_SETTINGS, "tracking": True, "detect_every": 1}
     if expected == "ok":
-        video, summary, _ = client.predict(**arguments, api_name="/anonymize_video")
+        video, summary, _, _ = client.predict(**arguments, api_name="/anonymize_video")
         path = video["video"] if isinstance(video, dict) else video
         with av.open(path) as container:
             assert container.streams.video[0].codec_context.name == "h264"

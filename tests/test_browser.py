@@ -87,3 +87,26 @@ def test_video_in_the_browser(page, tmp_path):
         assert shown.streams.video[0].frames == 60
     changed = [np.abs(a.to_ndarray(format="rgb24").astype(int) - b.to_ndarray(format="rgb24")).mean() for a, b in pairs]
     assert len(pairs) == 60 and min(changed) > 2, "every frame shown differs from the input"
+
+
+def test_compare_models_and_live_tabs_in_the_browser(page, example):
+    """Compare five detectors on an example (all panels and the table arrive); the Models tab shows a card with
+    measured figures; the Live tab loads and, without a camera (as here), shows its message."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-input input[type=file]").set_input_files(str(example.path))
+    for name in ("retinaface-masked", "mtcnn"):
+        page.get_by_label(name, exact=True).check()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("| mtcnn |", exact=False).or_(page.get_by_role("cell", name="mtcnn")).first.wait_for(
+        timeout=180000
+    )
+    page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+    assert page.get_by_role("cell", name="retinaface-masked", exact=True).count() == 1
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#model-card").get_by_text("face-mask val").first.wait_for(timeout=30000)
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#live-message").get_by_text("No camera?").wait_for(timeout=30000)
+    page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
+    assert errors == []

@@ -26,7 +26,7 @@ import av
 import cv2
 import numpy as np
 
-from fmblur.bench.video import REPO, timed_process
+from fmblur.bench.processes import REPO, timed_process
 from fmblur.datasets import AnnotatedImage, load_split
 from fmblur.image_io import read_image
 

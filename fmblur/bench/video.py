@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from fmblur.bench.processes import REPO, timed_process
+
 SAMPLES = REPO.parent / "shared" / "data" / "sample_videos"
 CLIP_NAMES = (
     "egoblur_gen1_test_video.mp4",
@@ -60,21 +59,6 @@ def make_synthetic(folder: Path, seconds: float = 60.0) -> Path:
 def frame_count(path: Path) -> int:
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(video=0))
-
-
-def timed_process(command: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit code) of one child process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    if process.stderr is not None:
-        error_text = process.stderr.read().decode(errors="replace")
-        process.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        print(f"  failed ({code}): {' '.join(command)}\n{error_text[-2000:]}", file=sys.stderr)
-    return elapsed, usage.ru_maxrss / 1024, code
 
 
 def speed_table(clips: list[Path], detectors: list[str], work: Path, with_deface: bool) -> str:

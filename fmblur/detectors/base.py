@@ -45,6 +45,8 @@ class Detector(ABC):
     name: str = ""
     has_landmarks: bool = False
     default_threshold: float = 0.5
+    source: str = ""  # where the weights come from (a package, or trained here)
+    licence: str = ""
 
     def __init__(self, threshold: float | None = None) -> None:
         if threshold is None:
