@@ -13,6 +13,18 @@ from fmblur.cli.train import add_train_parser
 from fmblur.device import DeviceUnavailable, select_device
 from fmblur.tracking import TrackingOptions
 
+# Temporal-consistency flags: (flag, the TrackingOptions field it sets, type, help); defaults come from the record.
+TRACKING_FLAGS = (
+    ("--hold", "hold_frames", int, "frames a lost face stays covered"),
+    ("--pad", "pad", float, "grow tracked boxes by this share"),
+    ("--smoothing", "smoothing", float, "weight of the newest box"),
+    ("--lookback", "lookback", int, "also cover a new face this many frames before its first detection"),
+    ("--detect-every", "detect_every", int, "detect on every k-th frame, track between"),
+    ("--weak-ratio", "weak_ratio", float, "candidates at this share of the threshold are weak evidence (1 = off)"),
+    ("--confirm-frames", "confirm_frames", int, "frames in a row that confirm a face seen only weakly"),
+    ("--max-gap", "max_gap", int, "cover a face across gaps of up to this many frames"),
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmblur", description="Anonymise faces, masked or not, in images and videos.")
@@ -43,29 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrackingOptions()
     group = video.add_argument_group("temporal consistency")
     group.add_argument("--no-tracking", action="store_true", help="hide each frame's detections only")
-    group.add_argument(
-        "--hold", dest="hold_frames", type=int, default=defaults.hold_frames, help="frames a lost face stays covered"
-    )
-    group.add_argument("--pad", type=float, default=defaults.pad, help="grow tracked boxes by this share")
-    group.add_argument("--smoothing", type=float, default=defaults.smoothing, help="weight of the newest box")
-    group.add_argument(
-        "--lookback", type=int, default=defaults.lookback, help="also cover a new face this many frames earlier"
-    )
-    group.add_argument(
-        "--detect-every", type=int, default=defaults.detect_every, help="detect on every k-th frame, track between"
-    )
-    group.add_argument(
-        "--weak-ratio",
-        type=float,
-        default=defaults.weak_ratio,
-        help="candidates scoring this share of the threshold are weak evidence, hidden when they persist (1 = off)",
-    )
-    group.add_argument(
-        "--confirm-frames", type=int, default=defaults.confirm_frames, help="frames in a row that confirm a weak face"
-    )
-    group.add_argument(
-        "--max-gap", type=int, default=defaults.max_gap, help="cover a face across gaps of up to this many frames"
-    )
+    for flag, field_name, kind, text in TRACKING_FLAGS:
+        group.add_argument(flag, dest=field_name, type=kind, default=getattr(defaults, field_name), help=text)
     video.add_argument(
         "--report",
         action="store_true",
