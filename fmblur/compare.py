@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -39,8 +40,6 @@ class DetectorPanel:
 
 def ground_truth_for(path: str) -> np.ndarray | None:
     """The annotated face boxes of a photo that is one of the shipped examples (by file name), else None."""
-    from pathlib import Path
-
     xml = examples_dir() / f"{Path(path).stem}.xml"
     return read_voc(xml).boxes if xml.is_file() else None
 

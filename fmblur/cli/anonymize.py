@@ -121,12 +121,14 @@ def run_batch(
     output_names: Callable[[Path], dict[str, str]],
     process: Callable[[Job, Anonymizer], str | None],
     sequence_folders: bool = False,
+    progress_unit: str | None = None,
+    tally: Callable[[], str] | None = None,
 ) -> int:
     """What `fmblur image` and `fmblur video` share: build the pipeline (a bad option is one error line, exit 2),
     plan every input's outputs, run `process` on each job (it returns a line to report, or None; `-q` only hides
-    progress bars), count and
-    report failures without stopping the batch, and end with one summary line. Exit 1 if anything failed,
-    130 on Ctrl-C or SIGTERM (the job under way leaves no output)."""
+    progress bars), count and report failures without stopping the batch, and end with one summary line (plus
+    `tally()`, e.g. the faces hidden). `progress_unit`: one progress bar over the jobs (video jobs show their own,
+    per frame). Exit 1 if anything failed, 130 on Ctrl-C or SIGTERM (the job under way leaves no output)."""
     out_dir = Path(args.output)
     try:
         anonymizer = anonymizer_from_args(args)
@@ -139,7 +141,8 @@ def run_batch(
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     failed, written = len(errors), 0
-    for job in jobs:
+    bar = tqdm(jobs, desc="anonymising", unit=progress_unit, disable=args.quiet or None) if progress_unit else jobs
+    for job in bar:
         try:
             line = process(job, anonymizer)
             written += 1
@@ -154,31 +157,36 @@ def run_batch(
         except Exception as error:  # one bad file must not stop the batch; it is reported and counted
             failed += 1
             tqdm.write(f"error: {job.source}: {type(error).__name__}: {error}", file=sys.stderr)
-    print(f"{written} {noun}(s) written to {out_dir}, {failed} failed", file=sys.stderr)
+    extra = f", {tally()}" if tally else ""
+    print(f"{written} {noun}(s) written to {out_dir}{extra}, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 
 
 def run_image(args: argparse.Namespace) -> int:
-    progress = tqdm(desc="anonymising", unit="img", disable=args.quiet or None)
+    faces_hidden = 0
 
     def anonymise_image(job: Job, anonymizer: Anonymizer) -> str | None:
-        progress.update(1)
+        nonlocal faces_hidden
         image, _ = read_image(job.source)
         result = anonymizer(image)
         image_out = job.outputs["image"]
         write_image(result.image, image_out, FORMAT_BY_SUFFIX[image_out.suffix.lower()])
         if args.json:
             _write_json(result.to_json(), job.outputs["json"])
+        faces_hidden += len(result.faces)
         if result.privacy is not None and not args.quiet:
             return f"{job.source.name}: {result.privacy.summary}"
         return None
 
-    try:
-        return run_batch(
-            args, "image", IMAGE_SUFFIXES, lambda source: _image_output_names(source, args.json), anonymise_image
-        )
-    finally:
-        progress.close()
+    return run_batch(
+        args,
+        "image",
+        IMAGE_SUFFIXES,
+        lambda source: _image_output_names(source, args.json),
+        anonymise_image,
+        progress_unit="img",
+        tally=lambda: f"{faces_hidden} face(s) hidden",
+    )
 
 
 def _video_output_names(source: Path, tracks_format: str | None, review: bool) -> dict[str, str]:
