@@ -36,28 +36,18 @@ CHAIN_IOU = 0.3
 
 @dataclass(frozen=True)
 class TrackingOptions:
-    """Knobs of temporal consistency; the defaults suit 10-60 fps footage.
-
-    enabled: link detections into tracks (everything below needs it).
-    hold_frames: frames a lost track stays covered at its predicted position.
-    pad: tracked boxes grow by this share of their size on every side.
-    smoothing: weight of the newest box in the moving average (1 = no smoothing).
-    lookback: frames before a track's first frame in which it is also covered (0 = off).
-    detect_every: run the detector on every k-th frame only, tracking in between (1 = every frame).
-    weak_ratio: candidates scoring at least this share of the detector's threshold are weak evidence (1 = off).
-    confirm_frames: frames in a row a weak-only face must be seen in the same place to be hidden.
-    max_gap: a track missing for up to this many frames and found again is covered across the gap.
-    """
+    """Knobs of temporal consistency; the defaults suit 10-60 fps footage. Everything but `enabled` needs
+    `enabled` (detections linked into tracks)."""
 
     enabled: bool = True
-    hold_frames: int = 10
-    pad: float = 0.1
-    smoothing: float = 0.6
-    lookback: int = 15
-    detect_every: int = 1
-    weak_ratio: float = 0.5
-    confirm_frames: int = 3
-    max_gap: int = 30
+    hold_frames: int = 10  # frames a lost track stays covered at its predicted position
+    pad: float = 0.1  # tracked boxes grow by this share of their size on every side
+    smoothing: float = 0.6  # weight of the newest box in the moving average (1 = no smoothing)
+    lookback: int = 15  # frames before a track's first frame in which it is also covered (0 = off)
+    detect_every: int = 1  # run the detector on every k-th frame only, tracking in between (1 = every frame)
+    weak_ratio: float = 0.5  # candidates scoring this share of the detector's threshold are weak evidence (1 = off)
+    confirm_frames: int = 3  # frames in a row a weak-only face must be seen in the same place to be hidden
+    max_gap: int = 30  # a track missing for up to this many frames and found again is covered across the gap
 
     def __post_init__(self) -> None:
         if self.hold_frames < 0 or self.lookback < 0 or self.max_gap < 0:

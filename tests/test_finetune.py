@@ -221,9 +221,11 @@ def test_a_short_run_resumes_exports_and_loads_as_the_masked_detector(base, exam
     from fmblur.train.finetune import RECIPES, export_onnx, train
 
     masked = RECIPES[base].detector
-    weights_file = importlib.import_module(detector_class(masked).__module__).MASKED_WEIGHTS
+    weights_file = detector_class(masked).weights_file
     data = {"train": [{"coco": str(FORMATS / "coco.json"), "images": str(EXAMPLES_DIR), "repeat": 4}]}
-    config = FinetuneConfig(base=base, epochs=1, batch_size=4, size=SIZE, warmup_steps=1, save_every=1, data=data)
+    config = FinetuneConfig(
+        base=base, epochs=1, batch_size=4, augment=FinetuneAugment(size=SIZE), warmup_steps=1, save_every=1, data=data
+    )
     run = tmp_path / "run"
     lines: list[str] = []
     train(config, run, log=lines.append)

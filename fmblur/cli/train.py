@@ -15,6 +15,7 @@ from fmblur.cli.common import (
     usage_error,
 )
 from fmblur.detectors import DetectorUnavailable
+from fmblur.detectors.base import fine_tuned_weights_file
 from fmblur.detectors.ensemble import DEFAULT_MEMBERS
 from fmblur.detectors.frcnn import BACKBONES
 from fmblur.face import LANDMARK_NAMES
@@ -65,6 +66,16 @@ def _data_config(args: argparse.Namespace) -> tuple[dict, Path | None]:
     if not config_file.is_file():
         raise FileNotFoundError(f"data config {config_file} not found")
     return {"data": json.loads(config_file.read_text())}, config_file.resolve().parent
+
+
+# What --config may hold, as the trainers' help shows it.
+DETECTOR_DATA_EXAMPLE = (
+    '{"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}, '
+    '{"coco": JSON, "images": DIR}], "val": [...]}'
+)
+FINETUNE_DATA_EXAMPLE = (
+    '{"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}]}'
+)
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, defaults, default_out: str, data_example: str) -> None:
@@ -119,10 +130,11 @@ def run_train_detector(args: argparse.Namespace) -> int:
 
 def run_train_finetune(args: argparse.Namespace) -> int:
     from fmblur.train.finetune import FinetuneConfig, export_onnx, train
+    from fmblur.train.finetune_data import FinetuneAugment
 
     run_dir = Path(args.out or f"outputs/finetune/{args.base}")
     if args.export:
-        target = manifest_path().parent / f"{args.base}_masked.onnx"
+        target = manifest_path().parent / fine_tuned_weights_file(args.base)
         try:
             export_onnx(run_dir, target)
         except (ValueError, FileNotFoundError) as error:
@@ -132,7 +144,9 @@ def run_train_finetune(args: argparse.Namespace) -> int:
         )
         print(f"written {target} (sha256 {digest})")
         return 0
-    return _run_trainer(args, functools.partial(FinetuneConfig, base=args.base, size=args.size), train, run_dir)
+    return _run_trainer(
+        args, functools.partial(FinetuneConfig, base=args.base, augment=FinetuneAugment(size=args.size)), train, run_dir
+    )
 
 
 def run_train_calibration(args: argparse.Namespace) -> int:
@@ -176,13 +190,7 @@ def add_train_parser(commands) -> None:
     detector = models.add_parser("detector", help="a Faster R-CNN face detector (ResNet50-FPN, VGG16, MobileNetV3)")
     defaults = DetectorTrainingConfig()
     detector.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
-    _add_run_arguments(
-        detector,
-        defaults,
-        "outputs/detector/<backbone>",
-        '{"train": [{"split": "fmd-train"}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}, '
-        '{"coco": JSON, "images": DIR}], "val": [...]}',
-    )
+    _add_run_arguments(detector, defaults, "outputs/detector/<backbone>", DETECTOR_DATA_EXAMPLE)
     detector.add_argument(
         "--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)"
     )
@@ -201,13 +209,10 @@ def add_train_parser(commands) -> None:
     )
     defaults = FinetuneConfig()
     finetune.add_argument("--base", choices=BASES, default=defaults.base)
-    _add_run_arguments(
-        finetune,
-        defaults,
-        "outputs/finetune/<base>",
-        '{"train": [{"split": "fmd-train", "repeat": 2}, {"voc": DIR, "images": DIR}, {"wider": TXT, "images": DIR}]}',
+    _add_run_arguments(finetune, defaults, "outputs/finetune/<base>", FINETUNE_DATA_EXAMPLE)
+    finetune.add_argument(
+        "--size", type=int, default=defaults.augment.size, help="training crops are SIZE x SIZE pixels"
     )
-    finetune.add_argument("--size", type=int, default=defaults.size, help="training crops are SIZE x SIZE pixels")
     finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
     finetune.set_defaults(run=run_train_finetune)
 

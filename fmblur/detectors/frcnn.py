@@ -92,8 +92,12 @@ def build_fasterrcnn(backbone: str, weights_backbone: str | None = None, **optio
     return model
 
 
+def weights_file(backbone: str) -> str:
+    return f"fasterrcnn_{backbone}.pt"
+
+
 def weights_path(backbone: str) -> Path:
-    return shipped_weights_path(f"fasterrcnn_{backbone}.pt")
+    return shipped_weights_path(weights_file(backbone))
 
 
 def cards_path() -> Path:
@@ -148,10 +152,6 @@ class FasterRCNNDetector(SinglePassDetector):
         super().__init__(threshold=threshold, upscale_to=upscale_to, **options)
 
     @classmethod
-    def available(cls) -> bool:
-        return weights_path(cls.backbone).is_file()
-
-    @classmethod
     def training_command(cls) -> str:
         return train_command(cls.backbone)
 
@@ -202,6 +202,7 @@ def _variant(backbone: str) -> type[FasterRCNNDetector]:
         (FasterRCNNDetector,),
         {
             "backbone": backbone,
+            "weights_file": weights_file(backbone),
             "source": f"trained here: {train_command(backbone)}",
             "licence": VariantLicence(),
             "__doc__": f"Faster R-CNN, {backbone} backbone.",

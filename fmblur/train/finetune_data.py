@@ -43,9 +43,9 @@ class FinetuneAugment:
     size: int = 640  # training crops are size x size
     min_face: float = 6.0  # px after augmentation; smaller faces are painted over
     mask_p: float = 0.5  # chance of a synthetic mask on an unmasked face with landmarks
-    low_light_p: float = 0.3
-    jpeg_p: float = 0.3
-    zoom_out_p: float = 0.5  # else a zoom-in crop
+    low_light_p: float = 0.3  # chance of darkening, lowered contrast, a colour cast and sensor noise
+    jpeg_p: float = 0.3  # chance of JPEG quality 20-60
+    zoom_out_p: float = 0.5  # chance of shrinking the photo onto the crop (small faces), else a zoom-in crop
     flip_p: float = 0.5
 
 

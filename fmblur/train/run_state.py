@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -150,32 +150,38 @@ def restore(state: dict | None, parts: dict[str, Any], run_dir: Path, epochs: in
     return epoch, step
 
 
+class EpochSteps(NamedTuple):
+    """What one trainer does in an epoch: `batches(epoch, first_step)` yields the epoch's batches from
+    `first_step` on, `train_step(batch, global_step)` makes one optimiser step and returns its loss terms,
+    `end_of_epoch(epoch)` returns metrics for the history row (validation, learning rate)."""
+
+    steps_per_epoch: int
+    batches: Callable[[int, int], Iterable]
+    train_step: Callable[[Any, int], dict[str, float]]
+    end_of_epoch: Callable[[int], dict[str, float]] = lambda epoch: {}
+
+
 def run_epochs(
     run_dir: Path,
-    *,
-    position: tuple[int, int],
-    epochs: int,
-    steps_per_epoch: int,
-    batches: Callable[[int, int], Iterable],
-    train_step: Callable[[Any, int], dict[str, float]],
+    config: Any,
     parts: dict[str, Any],
-    save_every: int,
-    end_of_epoch: Callable[[int], dict[str, float]] = lambda epoch: {},
+    state: dict | None,
+    steps: EpochSteps,
     title: str = "training",
-    log=print,
-    progress_factory=None,
+    log: Callable[[str], None] = print,
+    progress_factory: Callable | None = None,
 ) -> Path:
-    """The loop every trainer here shares: epochs of steps from `position` (epoch, step), a checkpoint every
-    `save_every` steps, at each epoch's end and on SIGTERM/Ctrl-C (the same command then resumes), and per
-    epoch a history row (mean loss terms, `end_of_epoch`'s metrics, seconds) and redrawn curves.
-
-    batches(epoch, first_step) yields the epoch's batches from `first_step` on; train_step(batch, global_step)
-    makes one optimiser step and returns its loss terms; `parts` (model, optimiser...) are saved by name."""
+    """The loop every trainer here shares: `parts` (model, optimiser...) restored from the checkpoint `state`
+    when there is one, then `config.epochs` epochs of steps, a checkpoint every `config.save_every` steps, at each
+    epoch's end and on SIGTERM/Ctrl-C (the same command then resumes), and per epoch a history row (mean loss
+    terms, `steps.end_of_epoch`'s metrics, seconds) and redrawn curves. `parts` are saved by name."""
+    epochs, save_every, steps_per_epoch = config.epochs, config.save_every, steps.steps_per_epoch
+    batches, train_step, end_of_epoch = steps.batches, steps.train_step, steps.end_of_epoch
 
     def snapshot(epoch: int, step: int) -> dict:
         return {**{key: part.state_dict() for key, part in parts.items()}, "epoch": epoch, "step": step}
 
-    epoch, step = position
+    epoch, step = restore(state, parts, run_dir, epochs, log)
     with StopRequested() as stop:
         while epoch < epochs:
             bar = progress_factory(f"epoch {epoch + 1}/{epochs}", steps_per_epoch) if progress_factory else None
