@@ -19,6 +19,7 @@ extrapolated with its starting motion), so a face is hidden from the frame it ca
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class TrackingOptions:
     weak_ratio: float = 0.5  # candidates scoring this share of the detector's threshold are weak evidence (1 = off)
     confirm_frames: int = 3  # frames in a row a weak-only face must be seen in the same place to be hidden
     max_gap: int = 30  # a track missing for up to this many frames and found again is covered across the gap
+    keyframe_every: int = 0  # also run `keyframe_detector` on every k-th frame, its faces handed on (0 = off)
+    keyframe_detector: str = "thorough"  # a slower, stronger detector (or preset) for those key frames
 
     def __post_init__(self) -> None:
         if self.hold_frames < 0 or self.lookback < 0 or self.max_gap < 0:
@@ -64,6 +67,31 @@ class TrackingOptions:
             raise ValueError(f"weak_ratio must be in (0, 1], got {self.weak_ratio}")
         if self.confirm_frames < 2:
             raise ValueError(f"confirm_frames must be at least 2 (one frame is a blip), got {self.confirm_frames}")
+        if self.keyframe_every < 0:
+            raise ValueError(f"keyframe_every must be zero (off) or more, got {self.keyframe_every}")
+        if self.keyframe_every > 0 and not self.enabled:
+            raise ValueError("key frames need tracking: their faces are held by the tracks between key frames")
+
+
+def with_key_frame_faces(faces: list[Face], key_faces: list[Face], threshold: float) -> list[Face]:
+    """A frame's faces with a key-frame detector's faces added. The key-frame detector is the stronger one, so
+    each of its faces counts as a detection at `threshold` at least: a face both found keeps the frame
+    detector's box (the tracks follow that detector's boxes) with the higher score, the others are added."""
+    if not key_faces:
+        return faces
+    merged = list(faces)
+    overlaps = iou_matrix(
+        np.array([f.box for f in key_faces], np.float64).reshape(-1, 4),
+        np.array([f.box for f in faces], np.float64).reshape(-1, 4),
+    )
+    for row, key_face in enumerate(key_faces):
+        score = max(key_face.score, threshold)
+        best = int(overlaps[row].argmax()) if len(faces) else -1
+        if best >= 0 and overlaps[row, best] >= CHAIN_IOU:
+            merged[best] = dataclasses.replace(merged[best], score=max(merged[best].score, score))
+        else:
+            merged.append(dataclasses.replace(key_face, score=score))
+    return merged
 
 
 @dataclass(frozen=True)
@@ -144,7 +172,8 @@ class FaceTracker:
         self._untracked: list[tuple[Face, int]] = []  # (padded face, frames it is still held)
         self._tracker = self._weak_tracker = None
         if options.enabled:
-            self._hold = max(options.hold_frames, options.detect_every)
+            # A face found on a detection (or key) frame is held at least until the next one.
+            self._hold = max(options.hold_frames, options.detect_every, options.keyframe_every)
             # Tracks live through gaps of max_gap frames (for interpolation), covered online for `hold` of them.
             self._tracker = _byte_tracker(max(self._hold, options.max_gap), self.fps, threshold, 1)
             if options.weak_ratio < 1.0:

@@ -26,10 +26,18 @@ import cv2
 import numpy as np
 
 from fmblur.atomic import atomic_target
+from fmblur.detectors import create_detector
 from fmblur.identity.privacy import PrivacyReport
 from fmblur.identity.tracks import TrackIdentities, link_untracked
 from fmblur.pipeline import Anonymizer, StageTimer
-from fmblur.tracking import CoveredFace, FaceTracker, TrackedFrame, TrackingOptions, complete_plan
+from fmblur.tracking import (
+    CoveredFace,
+    FaceTracker,
+    TrackedFrame,
+    TrackingOptions,
+    complete_plan,
+    with_key_frame_faces,
+)
 from fmblur.video_io import (
     VIDEO_SUFFIXES,
     DecodedFrame,
@@ -96,16 +104,21 @@ def find_and_track(
     """The first reading: every frame's faces (the pipeline's first stage, down to the weak floor) linked by
     the tracker. Returns the per-frame plan and the frame size (width, height)."""
     tracker = FaceTracker(tracking, fps, anonymizer.detector.threshold)
+    key_detector = create_detector(tracking.keyframe_detector) if tracking.keyframe_every else None
     plan: list[TrackedFrame] = []
     size = (0, 0)
     for index, frame in enumerate(frames):
         size = (frame.image.shape[1], frame.image.shape[0])
         faces = None
+        timings.restart()
         if index % tracking.detect_every == 0:
-            timings.restart()
             # The detector reports candidates down to the weak floor; the tracker decides what they are worth.
             with anonymizer.detector.reporting_down_to(tracker.weak_floor):
                 faces = anonymizer.find_faces(frame.image, timings)
+        if key_detector is not None and index % tracking.keyframe_every == 0:
+            key_faces = anonymizer.landmarks.apply(frame.image, key_detector.detect(frame.image))
+            timings.lap("key frames")
+            faces = with_key_frame_faces(faces or [], key_faces, anonymizer.detector.threshold)
         tracked = tracker.update(faces)
         if identities is not None and faces is not None:
             identities.observe(frame.image, tracked.covered)

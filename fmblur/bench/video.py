@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check-detector", default="retinaface", help="detector used by --checks")
     parser.add_argument("--keep", metavar="DIR", help="keep outputs in DIR (default: a temporary folder)")
     parser.add_argument("--leaks", action="store_true", help="the leak benchmark on generated moving-camera clips")
-    parser.add_argument("--presets", nargs="+", default=["fast", "recall-first"], help="fmblur presets for --leaks")
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=["fast", "recall-first"],
+        help="fmblur runs for --leaks: a preset, optionally with `fmblur video` options (quoted)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each --leaks clip")
     parser.add_argument("--clips", type=int, default=3, help="number of --leaks clips (the last one at 1080p)")
     parser.add_argument("--write", action="store_true", help="with --leaks: write docs/results/video-leaks.md")

@@ -7,7 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from fmblur.cli.anonymize import run_image, run_video
-from fmblur.cli.common import add_pipeline_arguments, interrupt_on_sigterm, non_negative, usage_error
+from fmblur.cli.common import (
+    add_pipeline_arguments,
+    detector_name,
+    interrupt_on_sigterm,
+    non_negative,
+    usage_error,
+)
 from fmblur.cli.evaluate import add_eval_parser
 from fmblur.cli.train import add_train_parser
 from fmblur.device import DeviceUnavailable, select_device
@@ -23,6 +29,8 @@ TRACKING_FLAGS = (
     ("--weak-ratio", "weak_ratio", float, "candidates at this share of the threshold are weak evidence (1 = off)"),
     ("--confirm-frames", "confirm_frames", int, "frames in a row that confirm a face seen only weakly"),
     ("--max-gap", "max_gap", int, "cover a face across gaps of up to this many frames"),
+    ("--keyframe-every", "keyframe_every", int, "also run --keyframe-detector on every k-th frame (0 = off)"),
+    ("--keyframe-detector", "keyframe_detector", detector_name, "the stronger detector of key frames"),
 )
 
 

@@ -42,6 +42,13 @@ def _rgb(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
+def detector_name(text: str) -> str:
+    """A registry detector or preset name (argparse type, for options other than --detector)."""
+    if text not in detector_names():
+        raise argparse.ArgumentTypeError(f"unknown detector {text!r}; choose from {', '.join(detector_names())}")
+    return text
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that anonymises (images now, video later)."""
     defaults = ObfuscationConfig()

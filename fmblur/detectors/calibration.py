@@ -92,8 +92,9 @@ class Calibration:
         return cls(maps=maps, operating_threshold=threshold, fitted_on=str(data.get("fitted_on", "")))
 
 
-def calibration_path() -> Path:
-    return weights_path(CALIBRATION_FILE)
+def calibration_path(file_name: str = CALIBRATION_FILE) -> Path:
+    """weights/`file_name`: the default ensemble's calibration, or a preset's own (fitted for its members)."""
+    return weights_path(file_name)
 
 
 def load_calibration(path: Path | None = None) -> Calibration:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fmblur.detectors.base import Detector, RawDetections
-from fmblur.detectors.calibration import PrecisionMap, calibration_path, load_calibration
+from fmblur.detectors.calibration import CALIBRATION_FILE, PrecisionMap, calibration_path, load_calibration
 from fmblur.detectors.registry import detector_class, register
 from fmblur.detectors.views import mirrored
 from fmblur.geometry import iou_matrix, nms
@@ -137,10 +137,10 @@ def fuse(per_member: list[MemberDetections], weights: list[float], iou: float = 
 
 class CalibratedThreshold:
     """The fused threshold fitted on the training splits (0.5 if no calibration file is there), read from the
-    calibration file when first asked for (not at import), as a class attribute like every detector's."""
+    class's calibration file when first asked for (not at import), as a class attribute like every detector's."""
 
     def __get__(self, instance: object, owner: type) -> float:
-        return _calibrated_threshold(calibration_path())
+        return _calibrated_threshold(calibration_path(owner.calibration_file))
 
 
 @functools.cache
@@ -160,6 +160,8 @@ class EnsembleDetector(Detector):
 
     has_landmarks = True
     default_threshold = CalibratedThreshold()
+    # Precision maps and fused threshold fitted for these members (`fmblur train calibration --target`).
+    calibration_file = CALIBRATION_FILE
     source = "fusion of its members"
     licence = "that of its members"
 
@@ -191,7 +193,7 @@ class EnsembleDetector(Detector):
         for detector in self.detectors.values():
             detector.load()
         try:
-            fitted = load_calibration().maps
+            fitted = load_calibration(calibration_path(self.calibration_file)).maps
         except FileNotFoundError:
             fitted = {}
         for spec in self.members:
