@@ -36,6 +36,7 @@ from fmblur.train.retinaface_base import (
 )
 from fmblur.train.run_state import (
     EpochSteps,
+    ignore_stop_signals,
     load_checkpoint,
     resume_config,
     run_epochs,
@@ -208,6 +209,7 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
             batch_size=None,
             collate_fn=lambda indices: collate([dataset[i] for i in indices]),
             num_workers=1,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def train_step(batch, global_step: int) -> dict[str, float]:

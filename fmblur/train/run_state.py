@@ -41,6 +41,14 @@ class StopRequested:
             signal.signal(signum, handler)
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: workers leave SIGTERM/SIGINT to the training process, which saves and stops
+    them; a signal to the whole process group (a session ending, Ctrl-C) would otherwise kill a worker mid-batch
+    and crash the run before it saves."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
     """Atomically write the run's state (model, optimiser, scheduler, epoch, step, RNG) to run_dir/last.pt."""
     target = run_dir / CHECKPOINT
