@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--presets",
         nargs="+",
-        default=["fast", "recall-first"],
+        default=["fast", "thorough"],
         help="fmblur runs for --leaks: a preset, optionally with `fmblur video` options (quoted)",
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each --leaks clip")

@@ -57,7 +57,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector",
         default=DEFAULT_DETECTOR,
         choices=detector_names(),
-        help="face detector or preset (recall-first, fast). The project's Faster R-CNN variants: "
+        help="face detector or preset (thorough, balanced, fast, recall-first). The project's Faster R-CNN variants: "
         + "; ".join(variant_status(backbone) for backbone in BACKBONES),
     )
     group.add_argument("--thresh", type=_unit_float, default=None, help="score threshold (default: the detector's)")
