@@ -266,16 +266,17 @@ def test_a_face_is_hidden_from_the_frame_it_appears_not_only_from_its_first_dete
 
 
 def test_key_frames_of_a_stronger_detector_hide_a_face_the_frame_detector_never_sees(tmp_path, clip_frames):
-    """At 4 % brightness RetinaFace finds the face in no frame, not even as weak evidence; the fine-tuned
-    CenterFace, run on every 5th frame only, finds it there, and the face stays hidden in between."""
+    """At 4 % brightness RetinaFace finds the face in no frame, not even as weak evidence (best score 0.04,
+    measured); the `thorough` preset, run on every 5th frame only, finds it there (scores 0.77-0.96 against its
+    threshold 0.65), and the face stays hidden in between."""
     frames = [(frame.astype(np.float32) * 0.04).astype(np.uint8) for frame in clip_frames[22:52]]
     source = write_clip(tmp_path / "dark.mp4", frames)
     decoded = decode(source)
     weak_floor = create_detector("retinaface", threshold=0.25)
     assert all(weak_floor.detect(frame) == [] for frame in decoded), "precondition: never seen by the frame detector"
-    key_detector = create_detector("centerface-masked")
+    key_detector = create_detector("thorough")
     assert all(key_detector.detect(decoded[i]) != [] for i in range(0, 30, 5)), "precondition: seen on key frames"
-    with_keys = TrackingOptions(keyframe_every=5, keyframe_detector="centerface-masked")
+    with_keys = TrackingOptions(keyframe_every=5, keyframe_detector="thorough")
     report = anonymize_video(source, tmp_path / "keys.mp4", Anonymizer("retinaface", obfuscation=RED), with_keys)
     covered = [red_share(frame) > 0.05 for frame in decode(report.output)]
     assert all(covered), f"frames not covered: {[i for i, c in enumerate(covered) if not c]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             table = leak_table(args.presets, args.seconds, args.clips, work)
             print(table)
             if args.write:
-                command = "python -m fmblur.bench video " + " ".join(argv if argv is not None else sys.argv[1:])
+                command = "python -m fmblur.bench video " + shlex.join(argv if argv is not None else sys.argv[1:])
                 print(f"written {write_results(table, command)}", file=sys.stderr)
         finally:
             if not args.keep:

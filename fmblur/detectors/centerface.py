@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, read_fine_tuned
-from fmblur.detectors.onnx_session import OnnxDetector, make_session
+from fmblur.detectors.onnx_session import OnnxDetector, make_session, run_session
 from fmblur.detectors.registry import register
 from fmblur.geometry import nms
 from fmblur.resources import verify_bytes
@@ -50,7 +50,7 @@ class CenterFaceDetector(OnnxDetector):
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)  # RGB, 0..255
-        heatmap, scale, offset, points = self._session.run(["537", "538", "539", "540"], {"input.1": batch})
+        heatmap, scale, offset, points = run_session(self._session, ["537", "538", "539", "540"], {"input.1": batch})
         ys, xs = np.nonzero(heatmap[0, 0] >= threshold)
         if len(ys) == 0:
             return RawDetections.empty(with_landmarks=True)

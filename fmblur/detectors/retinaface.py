@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from fmblur.detectors.base import DetectorUnavailable, FineTunedWeights, RawDetections, read_fine_tuned
-from fmblur.detectors.onnx_session import OnnxDetector, make_session
+from fmblur.detectors.onnx_session import OnnxDetector, make_session, run_session
 from fmblur.detectors.registry import register
 from fmblur.geometry import nms
 from fmblur.resources import verify_bytes
@@ -56,7 +56,7 @@ class RetinaFaceDetector(OnnxDetector):
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         batch = self._preprocess(image)  # RGB -> BGR, mean subtraction, NCHW float32
-        boxes, scores, points = self._session.run(None, {"input": batch})
+        boxes, scores, points = run_session(self._session, None, {"input": batch})
         height, width = image.shape[:2]
         post = self._postprocess
         start = 0
