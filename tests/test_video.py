@@ -205,6 +205,9 @@ def test_ctrl_c_leaves_no_output(tmp_path):
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started as a background job of a shell inherits SIGINT ignored, and so would the child: give
+        # it the default disposition, as a terminal's Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.iterdir())):
