@@ -16,11 +16,8 @@ def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
     (measured 2026-11-24 ...)" for every detector the eval files cover."""
     figures: dict[str, list[str]] = {}
     timing: dict[str, str] = {}
-    for split, label in SPLIT_NAMES.items():
-        path = results_dir / f"{split}.json"
-        if not path.is_file():
-            continue
-        report = json.loads(path.read_text())
+    for split, report in _reports(results_dir).items():
+        label = SPLIT_NAMES[split]
         for name, metrics in report["detectors"].items():
             budget = metrics["at_fp_budget"]["recall@0.5"]
             figures.setdefault(name, []).append(f"{budget:.2f} on {label}")
@@ -33,12 +30,15 @@ def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
     }
 
 
+def _report(split: str, results_dir: Path) -> dict | None:
+    """What `fmblur eval` wrote for one val split, or None when it has not been run."""
+    path = results_dir / f"{split}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _reports(results_dir: Path) -> dict[str, dict]:
-    return {
-        split: json.loads((results_dir / f"{split}.json").read_text())
-        for split in SPLIT_NAMES
-        if (results_dir / f"{split}.json").is_file()
-    }
+    reports = {split: _report(split, results_dir) for split in SPLIT_NAMES}
+    return {split: report for split, report in reports.items() if report is not None}
 
 
 def measured_table(detector: str, results_dir: Path = RESULTS_DIR) -> str:
@@ -66,7 +66,7 @@ def measured_table(detector: str, results_dir: Path = RESULTS_DIR) -> str:
 
 def pr_curves(split: str, results_dir: Path = RESULTS_DIR) -> list[dict]:
     """Rows (detector, recall, precision) of every detector's precision-recall curve on `split`."""
-    report = _reports(results_dir).get(split)
+    report = _report(split, results_dir)
     if report is None:
         return []
     return [

@@ -104,7 +104,9 @@ def find_and_track(
     """The first reading: every frame's faces (the pipeline's first stage, down to the weak floor) linked by
     the tracker. Returns the per-frame plan and the frame size (width, height)."""
     tracker = FaceTracker(tracking, fps, anonymizer.detector.threshold)
-    key_detector = create_detector(tracking.keyframe_detector) if tracking.keyframe_every else None
+    # Key frames from the frame detector itself would only repeat its pass.
+    key_frames = tracking.keyframe_every and tracking.keyframe_detector != anonymizer.detector.name
+    key_detector = create_detector(tracking.keyframe_detector) if key_frames else None
     plan: list[TrackedFrame] = []
     size = (0, 0)
     for index, frame in enumerate(frames):
@@ -116,9 +118,11 @@ def find_and_track(
             with anonymizer.detector.reporting_down_to(tracker.weak_floor):
                 faces = anonymizer.find_faces(frame.image, timings)
         if key_detector is not None and index % tracking.keyframe_every == 0:
-            key_faces = anonymizer.landmarks.apply(frame.image, key_detector.detect(frame.image))
+            known = faces or []
+            faces = with_key_frame_faces(known, key_detector.detect(frame.image), anonymizer.detector.threshold)
+            # Landmarks only for the faces the key frame added: the others keep the frame detector's.
+            faces[len(known) :] = anonymizer.landmarks.apply(frame.image, faces[len(known) :])
             timings.lap("key frames")
-            faces = with_key_frame_faces(faces or [], key_faces, anonymizer.detector.threshold)
         tracked = tracker.update(faces)
         if identities is not None and faces is not None:
             identities.observe(frame.image, tracked.covered)
