@@ -42,7 +42,7 @@ from fmblur.pipeline import (
     build_anonymizer,
 )
 from fmblur.resources import examples_dir
-from fmblur.results import SPLIT_NAMES, detector_summaries, measured_table, pr_curves
+from fmblur.results import SPLIT_NAMES, detector_summaries, measured_table, pr_curves, privacy_sweep, training_curves
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, review_thumbnails, video_duration
 
@@ -273,9 +273,11 @@ def anonymize_video_file(
     options: PipelineOptions,
     tracking: bool = True,
     detect_every: int = 1,
+    keyframe_every: int = 0,
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the progress bar by this default)
 ) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """(anonymised MP4, summary markdown, per-frame tracks CSV, review thumbnails with captions)."""
+    """(anonymised MP4, summary markdown, per-frame tracks CSV, review thumbnails with captions).
+    `keyframe_every` k > 0 runs the thorough preset on every k-th frame beside the chosen detector (tracking on)."""
     if not path:
         raise gr.Error("Upload a video first.")
     try:
@@ -289,7 +291,11 @@ def anonymize_video_file(
         )
     anonymizer = _anonymizer(options)
     try:
-        tracking_options = TrackingOptions(enabled=bool(tracking), detect_every=int(detect_every) if tracking else 1)
+        tracking_options = TrackingOptions(
+            enabled=bool(tracking),
+            detect_every=int(detect_every) if tracking else 1,
+            keyframe_every=int(keyframe_every) if tracking else 0,
+        )
     except ValueError as error:
         raise gr.Error(str(error)) from None
     stem = Path(path).stem
@@ -316,6 +322,10 @@ def anonymize_video_file(
             f"**{report.processing_fps:.1f} fps overall** · per frame: detect {t['detect']:.0f} ms, "
             f"obfuscate {t['obfuscate']:.0f} ms, encode {t['encode']:.0f} ms"
         )
+        if "key frames" in t:
+            summary += (
+                f", {tracking_options.keyframe_detector} key frames {t['key frames']:.0f} ms (averaged over all frames)"
+            )
         if anonymizer.selection is not None:
             summary += f"\n\n{len(report.kept_tracks)} track(s) left visible by the reference photos"
         if report.review:
@@ -381,6 +391,18 @@ def model_card_text(detector: str) -> str:
     table = measured_table(detector)
     lines.append(table or "_Not measured by `fmblur eval` yet._")
     return "\n\n".join(lines)
+
+
+def training_plot(detector: str) -> gr.LinePlot:
+    """The Models tab's training-curve plot for `detector` (built in place, or returned as the update on a
+    switch): its shipped weights' per-epoch history, or an empty plot whose title says none was kept."""
+    rows, source = training_curves(detector)
+    if rows:
+        value, title = pd.DataFrame(rows), f"Training curves of {detector} ({source})"
+    else:
+        value = pd.DataFrame(columns=["epoch", "measure", "value"])
+        title = f"{detector}: no training history published (pretrained, or trained before histories were kept)"
+    return gr.LinePlot(value, x="epoch", y="value", color="measure", title=title, elem_id="training-curves")
 
 
 @functools.cache
@@ -498,6 +520,14 @@ def build_app() -> gr.Blocks:
                     video_controls = _pipeline_controls()
                     tracking = gr.Checkbox(value=True, label="Track faces across frames (hold, look-back)")
                     detect_every = gr.Slider(1, 10, value=1, step=1, label="Detect every k-th frame")
+                    keyframe_every = gr.Slider(
+                        0,
+                        30,
+                        value=0,
+                        step=1,
+                        label=f"Key frame every k-th frame: {TrackingOptions().keyframe_detector} there too (0 = off)",
+                        info="Finds faces the chosen detector misses (dark, small) and hands them to the tracker",
+                    )
                     run_video = gr.Button("Anonymize video", variant="primary")
                 with gr.Column(scale=2):
                     video_result = gr.Video(label="Anonymized", interactive=False, height=480, elem_id="video-output")
@@ -506,7 +536,7 @@ def build_app() -> gr.Blocks:
                     review = gr.Gallery(label="To review: regions covered by tracking alone", columns=4, height=200)
             run_video.click(
                 anonymize_video_file,
-                [video_source, *video_controls, tracking, detect_every],
+                [video_source, *video_controls, tracking, detect_every, keyframe_every],
                 [video_result, video_summary, tracks, review],
                 api_name="anonymize_video",
             )
@@ -544,10 +574,24 @@ def build_app() -> gr.Blocks:
             model = gr.Dropdown(_detector_choices(), value=APP_SETTINGS["detector"], label="Detector")
             model_card = gr.Markdown(model_card_text(APP_SETTINGS["detector"]), elem_id="model-card")
             model.change(model_card_text, model, model_card, api_name="model_card")
+            history = training_plot(APP_SETTINGS["detector"])
+            model.change(training_plot, model, history, api_visibility="private")
             for split, label in SPLIT_NAMES.items():
                 curves = pd.DataFrame(pr_curves(split))
                 if not curves.empty:
                     gr.LinePlot(curves, x="recall", y="precision", color="detector", title=f"Precision-recall, {label}")
+            sweep, measured = privacy_sweep()
+            if sweep:
+                gr.LinePlot(
+                    pd.DataFrame(sweep),
+                    x="kernel",
+                    y="value",
+                    color="measure",
+                    title=f"Privacy vs utility by blur kernel ({measured})",
+                    elem_id="privacy-sweep",
+                )
+            else:
+                gr.Markdown("_No privacy sweep measured yet: `fmblur eval privacy`._")
         with gr.Tab("Live"):
             gr.Markdown(
                 "Your camera, anonymised frame by frame with the `fast` preset, in this page only. "

@@ -8,6 +8,10 @@ import json
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "docs" / "results" / "eval"
+# Per-epoch histories of the shipped trained weights, copied there by each trainer's export step.
+TRAINING_DIR = RESULTS_DIR.parent / "training"
+# The privacy/utility sweep `fmblur eval privacy` wrote last (its --out folder by default).
+PRIVACY_FILE = RESULTS_DIR / "privacy.json"
 SPLIT_NAMES = {"fmd-val": "face-mask val", "wider-val": "WIDER val"}
 
 
@@ -21,9 +25,8 @@ def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
         for name, metrics in report["detectors"].items():
             budget = metrics["at_fp_budget"]["recall@0.5"]
             figures.setdefault(name, []).append(f"{budget:.2f} on {label}")
-            timing.setdefault(
-                name, f"{metrics['ms_per_image']:.0f} ms per {label} photo ({report['provenance']['date']})"
-            )
+            measured = metrics.get("provenance", report["provenance"])  # merged reports: per detector
+            timing.setdefault(name, f"{metrics['ms_per_image']:.0f} ms per {label} photo ({measured['date']})")
     return {
         name: f"recall at <= 0.5 false positives per image {', '.join(parts)}; {timing[name]}"
         for name, parts in figures.items()
@@ -49,11 +52,12 @@ def measured_table(detector: str, results_dir: Path = RESULTS_DIR) -> str:
         if metrics is None:
             continue
         budget = metrics["at_fp_budget"]
+        measured = metrics.get("provenance", report["provenance"])  # merged reports: per detector
         rows.append(
             f"| {SPLIT_NAMES[split]} | {metrics['AP@.5']:.3f} "
             f"| {metrics['recall@0.5']:.3f} (t={metrics['threshold']:.2f}) "
             f"| {metrics['fp_per_image']:.2f} | {budget['recall@0.5']:.3f} | {metrics['ms_per_image']:.0f} "
-            f"| {report['provenance']['date']}, {report['provenance']['commit']} |"
+            f"| {measured['date']}, {measured['commit']} |"
         )
     if not rows:
         return ""
@@ -74,3 +78,49 @@ def pr_curves(split: str, results_dir: Path = RESULTS_DIR) -> list[dict]:
         for name, metrics in report["detectors"].items()
         for recall, precision in zip(metrics["pr_curve"]["recall"], metrics["pr_curve"]["precision"], strict=True)
     ]
+
+
+def training_curves(detector: str, training_dir: Path = TRAINING_DIR) -> tuple[list[dict], str]:
+    """Rows (epoch, measure, value) of the per-epoch history of `detector`'s shipped weights, and a line
+    saying which run and export they come from; ([], "") when no history was published for it."""
+    path = training_dir / f"{detector}.json"
+    if not path.is_file():
+        return [], ""
+    record = json.loads(path.read_text())
+    rows = [
+        {"epoch": row["epoch"], "measure": key, "value": value}
+        for row in record["rows"]
+        for key, value in row.items()
+        if key not in ("epoch", "lr", "seconds")
+    ]
+    source = record["provenance"]
+    return rows, f"run `{record['run']}`, exported {source['date']} on {source['machine']}, commit {source['commit']}"
+
+
+PRIVACY_MEASURES = {
+    "identified": "re-identified (rank-1)",
+    "detector_recall": "detector recall on output",
+    "landmark_nme": "landmark error (NME)",
+}
+
+
+def privacy_sweep(path: Path = PRIVACY_FILE) -> tuple[list[dict], str]:
+    """Rows (kernel, measure, value) of the last `fmblur eval privacy` run, one line per measure and blur
+    setting (mode, mask scale) against the kernel, and its provenance line; ([], "") before it ran."""
+    if not path.is_file():
+        return [], ""
+    report = json.loads(path.read_text())
+    rows = [
+        {
+            "kernel": row["kernel"],
+            "measure": f"{label}, {row['mode']} x{row['mask_scale']:g}",
+            "value": row[key],
+        }
+        for row in report["rows"]
+        if row["kernel"]
+        for key, label in PRIVACY_MEASURES.items()
+        if row[key] is not None
+    ]
+    source = report.get("provenance", {})
+    line = f"{', '.join(report['data'])}: measured {source.get('date', '?')}, commit {source.get('commit', '?')}"
+    return rows, line

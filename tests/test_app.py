@@ -95,6 +95,36 @@ def test_model_cards_carry_the_measured_figures(client):
     assert f"| face-mask val | {measured['AP@.5']:.3f} |" in card
 
 
+def test_models_tab_plots_training_curves_and_the_privacy_sweep_from_committed_results():
+    """The curves come from what the export and eval commands wrote into docs/results, not from the code."""
+    import json
+
+    from app import training_plot
+    from fmblur.results import PRIVACY_FILE, TRAINING_DIR, privacy_sweep
+
+    history = json.loads((TRAINING_DIR / "centerface-masked.json").read_text())
+    plot = training_plot("centerface-masked")
+    assert history["provenance"]["commit"] in plot.title
+    epochs = sorted({row[0] for row in plot.value["data"]})
+    assert epochs == [row["epoch"] for row in history["rows"]]
+    losses = [value for _, measure, value in plot.value["data"] if measure == "loss"]
+    # Gradio rounds a plot's values to 10 decimals.
+    assert losses == pytest.approx([row["loss"] for row in history["rows"]], abs=1e-9)
+    assert losses[-1] < losses[0], "the run learned"
+    assert training_plot("retinaface").value["data"] == []
+    assert "no training history" in training_plot("retinaface").title
+
+    sweep, measured = privacy_sweep()
+    report = json.loads(PRIVACY_FILE.read_text())
+    assert report["provenance"]["date"] in measured
+    identified = {
+        row["kernel"]: row["value"] for row in sweep if row["measure"] == "re-identified (rank-1), gaussian x1"
+    }
+    assert len(identified) >= 3 and identified[max(identified)] < identified[min(identified)], (
+        "more blur, fewer matches"
+    )
+
+
 def test_live_frames_come_back_anonymised(example):
     """The Live tab's handler on a photo as a webcam frame: its faces are hidden, its rate is shown."""
     from app import anonymize_live
@@ -180,6 +210,7 @@ def test_video_request(client, tmp_path, server_tmp):
         **IMAGE_SETTINGS,
         tracking=True,
         detect_every=1,
+        keyframe_every=15,
         api_name="/anonymize_video",
     )
     path = video["video"] if isinstance(video, dict) else video
@@ -188,6 +219,7 @@ def test_video_request(client, tmp_path, server_tmp):
         assert result.streams.video[0].frames == 60
         assert len(result.streams.audio) == 1
     assert "60 frames" in summary and "fps overall" in summary and "audio copied" in summary
+    assert "thorough key frames" in summary, "the key-frame control reaches the video run"
     rows = open(tracks).read().splitlines()
     assert rows[0].startswith("frame,") and len(rows) > 60
     # The face is found in frame 0 and tracked from frame 1: frame 0's cover is also carried back from the track,

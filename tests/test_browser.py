@@ -106,6 +106,7 @@ def test_compare_models_and_live_tabs_in_the_browser(page, example):
     assert page.get_by_role("cell", name="retinaface-masked", exact=True).count() == 1
     page.get_by_role("tab", name="Models").click()
     page.locator("#model-card").get_by_text("face-mask val").first.wait_for(timeout=30000)
+    page.locator("#privacy-sweep").wait_for(timeout=30000)
     page.get_by_role("tab", name="Live").click()
     page.locator("#live-message").get_by_text("No camera?").wait_for(timeout=30000)
     page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)

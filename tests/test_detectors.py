@@ -120,6 +120,29 @@ def test_detection_scale_maps_boxes_back(example):
     assert (matched >= 0).mean() >= 0.75
 
 
+def test_variant_extra_pass_finds_the_large_faces_the_enlarged_pass_misses(examples):
+    """frcnn_vgg16 enlarges photos to 1280 px for small faces; the large faces of maksssksksss83 (76-115 px,
+    ~3x that once enlarged) are then beyond what its training crops showed it. Its fitted extra pass at a
+    smaller size (`fmblur train variant-settings`, weights/fasterrcnn_cards.json) finds them again."""
+    from fmblur.detectors.frcnn import inference_settings
+
+    [photo] = [e for e in examples if e.path.stem == "maksssksksss83"]
+    settings = inference_settings("vgg16")
+    assert settings["extra_sides"], "fitted extra passes"
+    fitted = create_detector("frcnn_vgg16")
+    assert fitted.threshold == settings["threshold"] and fitted.views.options.extra_sides == tuple(
+        settings["extra_sides"]
+    )
+    enlarged_only = create_detector("frcnn_vgg16", extra_sides=())
+    found = {}
+    for name, detector in (("fitted", fitted), ("enlarged only", enlarged_only)):
+        matched = match_detections(photo.boxes, *boxes_and_scores(detector.detect(photo.image)), iou=0.5)
+        found[name] = int((matched >= 0).sum())
+    assert found["fitted"] >= 2 and found["fitted"] > found["enlarged only"], found
+    with pytest.raises(ValueError, match="extra_sides"):
+        create_detector("frcnn_vgg16", extra_sides=(8,))
+
+
 @pytest.mark.parametrize("name", sorted(RECALL_BARS))
 @pytest.mark.parametrize("shape", [(1, 1, 3), (7, 3000, 3), (2500, 9, 3), (31, 33, 3)])
 def test_odd_sizes_do_not_crash(name, shape):

@@ -86,3 +86,17 @@ def test_eval_command_writes_json_markdown_and_curves(tmp_path, capsys):
     assert report["detectors"]["retinaface"]["AP@.5"] > 0.8
     assert (out / f"{stem}.png").stat().st_size > 10_000
     assert "| retinaface (t=0.50) | 21 |" in capsys.readouterr().out
+    # --merge keeps the detectors measured before, each with the date and commit of its own run.
+    assert main(["eval", "--detector", "centerface", "--data", str(EXAMPLES_DIR), "-o", str(out), "--merge"]) == 0
+    merged = json.loads((out / f"{stem}.json").read_text())
+    assert list(merged["detectors"]) == ["retinaface", "fast", "centerface"]
+    for name in ("retinaface", "fast"):
+        assert merged["detectors"][name]["provenance"] == report["provenance"]
+        assert merged["detectors"][name]["AP@.5"] == report["detectors"][name]["AP@.5"]
+    assert merged["detectors"]["centerface"]["provenance"] == merged["provenance"]
+    assert merged["detectors"]["centerface"]["recall@0.5"] >= 0.9
+    # A report on other photos is never merged into.
+    (out / f"{stem}.json").write_text(json.dumps({**merged, "data": "fmd-val"}))
+    capsys.readouterr()
+    assert main(["eval", "--detector", "centerface", "--data", str(EXAMPLES_DIR), "-o", str(out), "--merge"]) == 2
+    assert "cannot merge" in capsys.readouterr().err

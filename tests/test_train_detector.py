@@ -145,3 +145,27 @@ def test_ap_is_one_for_ground_truth_and_lower_when_shifted():
     )
     moved, _, _ = coco_metrics(records, shifted)
     assert moved["AP@.5"] < 0.9 and moved["AP@[.5:.95]"] < metrics["AP@[.5:.95]"]
+
+
+def test_variant_settings_score_every_combination_of_passes_and_resume(tmp_path):
+    """The fitter runs the enlarged pass and each extra side once per photo (cached), scores every combination,
+    and a second run reads the cache instead of detecting again."""
+    from fmblur.train.variant_settings import fit_variant_settings
+
+    data = [read_voc(EXAMPLES_DIR / f"maksssksksss{n}.xml", EXAMPLES_DIR) for n in (0, 83)]
+    first = fit_variant_settings("mobilenet_v3", tmp_path, data, sides=(640, 448), budget=1.0)
+    assert sorted(tuple(row["extra_sides"]) for row in first["rows"]) == [(), (448,), (640,), (640, 448)]
+    chosen = first["chosen"]
+    assert chosen in first["rows"] and all(row["recall@0.5"] <= chosen["recall@0.5"] + 0.005 for row in first["rows"])
+    assert chosen["recall@0.5"] > 0.5 and chosen["fp_per_image"] <= 1.0
+    cached = (tmp_path / "candidates.npz").stat().st_mtime_ns
+    again = fit_variant_settings("mobilenet_v3", tmp_path, data, sides=(640, 448), budget=1.0)
+    assert again["chosen"] == chosen and (tmp_path / "candidates.npz").stat().st_mtime_ns == cached
+
+
+def test_variant_settings_refuse_a_validation_split(capsys):
+    from fmblur.cli import main
+
+    code = main(["train", "variant-settings", "--backbone", "mobilenet_v3", "--split", "fmd-val"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and "validation split" in errors[0], errors

@@ -59,7 +59,7 @@ def run_eval_privacy(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from fmblur.eval.detection import darkener, evaluate, markdown_table, save_report
+    from fmblur.eval.detection import darkener, evaluate, markdown_table, merged_report, save_report
 
     if args.what == "landmarks":
         return run_eval_landmarks(args)
@@ -92,6 +92,12 @@ def run_eval(args: argparse.Namespace) -> int:
             return usage_error(error)
         stem = Path(data).name.replace(".", "_") + ("_anonymized" if args.anonymized else "")
         stem += f"_gamma{args.gamma:g}" if args.gamma != 1.0 else ""
+        earlier = out_dir / f"{stem}.json"
+        if args.merge and earlier.is_file():
+            try:
+                report = merged_report(report, json.loads(earlier.read_text()))
+            except ValueError as error:
+                return usage_error(error)
         paths = save_report(report, out_dir, stem)
         print(markdown_table(report) + "\n")
         print("written: " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -138,4 +144,9 @@ def add_eval_parser(commands) -> None:
         "--gamma", type=float, default=1.0, help="darken every image by this gamma first (2.2: a low-light copy)"
     )
     evaluation.add_argument("-o", "--output", default="outputs/eval", help="folder for JSON, markdown and PR PNG")
+    evaluation.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other detectors of the split's report already in --output (each with its own date)",
+    )
     evaluation.set_defaults(run=run_eval)

@@ -22,6 +22,7 @@ from fmblur.face import LANDMARK_NAMES
 from fmblur.resources import manifest_path, record_sha256
 from fmblur.train.detector import DetectorTrainingConfig
 from fmblur.train.landmarks import LandmarkTrainingConfig
+from fmblur.train.run_state import publish_history
 
 
 def run_train_landmarks(args: argparse.Namespace) -> int:
@@ -142,7 +143,7 @@ def run_train_finetune(args: argparse.Namespace) -> int:
         digest = record_sha256(
             f"{args.base}-masked", target, f"fine-tuned here: fmblur train finetune ({run_dir.name})"
         )
-        print(f"written {target} (sha256 {digest})")
+        print(f"written {target} (sha256 {digest}); training curves: {publish_history(run_dir, f'{args.base}-masked')}")
         return 0
     return _run_trainer(
         args, functools.partial(FinetuneConfig, base=args.base, augment=FinetuneAugment(size=args.size)), train, run_dir
@@ -164,6 +165,29 @@ def run_train_calibration(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
         return usage_error(error)
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_train_variant_settings(args: argparse.Namespace) -> int:
+    from fmblur.train.variant_settings import fit_variant_settings, fitting_photos, write_to_card
+
+    out = Path(args.out.replace("<backbone>", args.backbone))
+    try:
+        data = fitting_photos(args.split, args.every)
+        fitted = fit_variant_settings(
+            args.backbone,
+            out,
+            data,
+            sides=tuple(args.sides),
+            budget=args.fp_budget,
+            progress_factory=lambda total: bar_factory()(f"frcnn_{args.backbone} passes", total),
+        )
+    except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
+        return usage_error(error)
+    (out / "fitted.json").write_text(json.dumps(fitted, indent=2) + "\n")
+    print(json.dumps(fitted, indent=2))
+    label = f"{args.split}, every {args.every}th photo ({len(data)} photos), <= {args.fp_budget} FP per photo"
+    print(f"written: {write_to_card(args.backbone, fitted, label, Path(args.target) if args.target else None)}")
     return 0
 
 
@@ -232,3 +256,23 @@ def add_train_parser(commands) -> None:
         "--target", default=None, help="calibration JSON (default weights/ensemble_calibration.json)"
     )
     calibration.set_defaults(run=run_train_calibration)
+
+    from fmblur.metrics import FP_BUDGET
+    from fmblur.train.variant_settings import CANDIDATE_SIDES
+
+    variant = models.add_parser(
+        "variant-settings",
+        help="a Faster R-CNN variant's extra passes (large faces) and default threshold, fitted on training photos",
+    )
+    variant.add_argument("--backbone", choices=BACKBONES, required=True)
+    variant.add_argument("--split", default="fmd-train", help="training split to fit on (default: %(default)s)")
+    variant.add_argument("--every", type=int, default=2, help="use every n-th photo of the split")
+    variant.add_argument(
+        "--sides", type=int, nargs="+", default=list(CANDIDATE_SIDES), help="candidate extra passes (longer side, px)"
+    )
+    variant.add_argument("--fp-budget", type=float, default=FP_BUDGET, help="false positives per photo allowed")
+    variant.add_argument(
+        "--out", default="outputs/variant_settings/<backbone>", help="folder for the candidate cache (resumes)"
+    )
+    variant.add_argument("--target", default=None, help="card file (default weights/fasterrcnn_cards.json)")
+    variant.set_defaults(run=run_train_variant_settings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,16 @@ class FasterRCNNDetector(SinglePassDetector):
     default_threshold = 0.5
     licence = "trained here on face-mask (CC0) and WIDER FACE (research use only) photos"
 
-    def __init__(self, threshold: float | None = None, upscale_to: int = INFERENCE_UPSCALE_TO, **options) -> None:
-        super().__init__(threshold=threshold, upscale_to=upscale_to, **options)
+    def __init__(
+        self,
+        threshold: float | None = None,
+        upscale_to: int = INFERENCE_UPSCALE_TO,
+        extra_sides: tuple[int, ...] | None = None,
+        **options,
+    ) -> None:
+        if extra_sides is None:
+            extra_sides = tuple(inference_settings(self.backbone).get("extra_sides", ()))
+        super().__init__(threshold=threshold, upscale_to=upscale_to, extra_sides=tuple(extra_sides), **options)
 
     @classmethod
     def training_command(cls) -> str:
@@ -180,11 +189,24 @@ class FasterRCNNDetector(SinglePassDetector):
         )
 
 
-class VariantLicence:
-    """A variant's licence, read from its model card when first asked for (not at import)."""
+class FromCard:
+    """A class attribute of a variant read from its card when first asked for (not at import)."""
 
-    def __get__(self, instance: object, owner: type[FasterRCNNDetector]) -> str:
-        return weights_licence(owner.backbone)
+    def __init__(self, read: Callable[[str], object]) -> None:
+        self.read = read
+
+    def __get__(self, instance: object, owner: type[FasterRCNNDetector]) -> object:
+        return self.read(owner.backbone)
+
+
+def inference_settings(backbone: str) -> dict:
+    """The extra passes and default threshold `fmblur train variant-settings` fitted on training photos
+    ({} before it ran: one enlarged pass at threshold 0.5)."""
+    return variant_card(backbone).get("inference", {})
+
+
+def fitted_threshold(backbone: str) -> float:
+    return float(inference_settings(backbone).get("threshold", FasterRCNNDetector.default_threshold))
 
 
 def weights_licence(backbone: str) -> str:
@@ -204,7 +226,8 @@ def _variant(backbone: str) -> type[FasterRCNNDetector]:
             "backbone": backbone,
             "weights_file": weights_file(backbone),
             "source": f"trained here: {train_command(backbone)}",
-            "licence": VariantLicence(),
+            "licence": FromCard(weights_licence),
+            "default_threshold": FromCard(fitted_threshold),
             "__doc__": f"Faster R-CNN, {backbone} backbone.",
         },
     )

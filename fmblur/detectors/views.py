@@ -35,6 +35,8 @@ class ViewOptions:
         training images (~400 px wide): RetinaFace recall at IoU 0.5 goes from 0.62 at 1x to 0.81 at 800 px.
     max_side: the resized copy's longest side is capped here, so a huge photo never becomes a huge tensor.
     extra_scales: more passes at these scales (multi-scale inference), merged with the first.
+    extra_sides: more passes on copies whose longer side is exactly this many pixels (never auto-enlarged):
+        a detector enlarged for small faces can still see the large ones at a size it was trained on.
     flip: also detect on the mirrored image.
     tile: also detect on overlapping tiles of this many pixels (0 = off), for small faces in large frames.
     tile_overlap: share of a tile that overlaps its neighbour.
@@ -44,6 +46,7 @@ class ViewOptions:
     upscale_to: int = 800
     max_side: int = 2048
     extra_scales: tuple[float, ...] = ()
+    extra_sides: tuple[int, ...] = ()
     flip: bool = False
     tile: int = 0
     tile_overlap: float = 0.25
@@ -57,6 +60,8 @@ class ViewOptions:
             raise ValueError(f"upscale_to must be in [0, max_side={self.max_side}], got {self.upscale_to}")
         if any(extra <= 0 for extra in self.extra_scales):
             raise ValueError(f"extra_scales must be positive, got {self.extra_scales}")
+        if any(not 32 <= side <= self.max_side for side in self.extra_sides):
+            raise ValueError(f"extra_sides must be in [32, max_side={self.max_side}], got {self.extra_sides}")
         if self.tile and self.tile < 64:
             raise ValueError(f"tile must be 0 (off) or at least 64 pixels, got {self.tile}")
         if not 0.0 <= self.tile_overlap < 0.9:
@@ -120,6 +125,7 @@ class TestTimeViews:
         options = self.options
         views = [self.resized_pass(image, options.scale)]
         views.extend(self.resized_pass(image, extra) for extra in options.extra_scales)
+        views.extend(self.side_pass(image, side) for side in options.extra_sides)
         if options.flip:
             flipped = self.resized_pass(np.ascontiguousarray(image[:, ::-1]), options.scale)
             views.append(mirrored(flipped, image.shape[1]))
@@ -127,12 +133,16 @@ class TestTimeViews:
             views.extend(self.tiles(image))
         return merge_views(views, self.with_landmarks)
 
-    def resized_pass(self, image: np.ndarray, scale: float) -> RawDetections:
-        """One pass on a copy resized by `scale` (or enlarged to `upscale_to`), mapped back."""
+    def side_pass(self, image: np.ndarray, side: int) -> RawDetections:
+        """One pass on a copy whose longer side is `side` pixels, mapped back."""
+        return self.resized_pass(image, side / max(image.shape[:2]), enlarge=False)
+
+    def resized_pass(self, image: np.ndarray, scale: float, enlarge: bool = True) -> RawDetections:
+        """One pass on a copy resized by `scale` (or, when `enlarge`, enlarged to `upscale_to`), mapped back."""
         options = self.options
         height, width = image.shape[:2]
         longer = max(height, width)
-        factor = max(scale, min(options.upscale_to / longer, _MAX_AUTO_UPSCALE))
+        factor = max(scale, min(options.upscale_to / longer, _MAX_AUTO_UPSCALE)) if enlarge else scale
         factor = min(factor, options.max_side / longer)
         new_width, new_height = max(1, round(width * factor)), max(1, round(height * factor))
         if (new_width, new_height) != (width, height):

@@ -85,6 +85,12 @@ def evaluate(
     return report
 
 
+def _measured_apart(metrics: dict, report: dict) -> str:
+    """A merged report's detectors measured in an earlier run say when."""
+    source = metrics.get("provenance", report["provenance"])
+    return "" if source == report["provenance"] else f" [{source['date']}, {source['commit']}]"
+
+
 def markdown_table(report: dict) -> str:
     lines = [
         f"{report['data']} ({report['images']} images; {provenance_line(report['provenance'])})",
@@ -95,7 +101,8 @@ def markdown_table(report: dict) -> str:
     ]
     for name, m in report["detectors"].items():
         lines.append(
-            f"| {name} (t={m['threshold']:.2f}) | {m['faces']} | {m['recall@0.5']:.3f} | {m['recall@0.3']:.3f} "
+            f"| {name}{_measured_apart(m, report)} (t={m['threshold']:.2f}) | {m['faces']} | {m['recall@0.5']:.3f} "
+            f"| {m['recall@0.3']:.3f} "
             f"| {m['fp_per_image']:.2f} | {m['at_fp_budget']['recall@0.5']:.3f} ({m['at_fp_budget']['threshold']:.2f}) "
             f"| {m['AP@.5']:.3f} | {m['AP@.75']:.3f} | {m['AP@[.5:.95]']:.3f} | {m['ms_per_image']:.0f} |"
         )
@@ -145,6 +152,20 @@ def plot_pr_curves(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def merged_report(report: dict, earlier: dict) -> dict:
+    """`report` with the detectors of an earlier report on the same split that it did not measure again; each
+    detector carries the provenance of the run that measured it."""
+    if earlier.get("data") != report["data"] or earlier.get("images") != report["images"]:
+        raise ValueError(f"cannot merge a report on {earlier.get('data')} into one on {report['data']}")
+    detectors = {}
+    for name, metrics in earlier["detectors"].items():
+        if name not in report["detectors"]:
+            detectors[name] = {"provenance": earlier["provenance"], **metrics}
+    for name, metrics in report["detectors"].items():
+        detectors[name] = {"provenance": report["provenance"], **metrics}
+    return {**report, "detectors": detectors}
 
 
 def save_report(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path, Path]:

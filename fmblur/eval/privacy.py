@@ -25,6 +25,7 @@ from fmblur.identity.embedder import measurable
 from fmblur.image_io import read_image
 from fmblur.landmarks import create_landmark_source
 from fmblur.obfuscate import ObfuscationConfig, obfuscate
+from fmblur.provenance import provenance
 
 KERNELS = (5, 15, 25, 35, 45, 55, 65)
 MASK_SCALES = (1.0, 1.3, 1.6)
@@ -138,6 +139,7 @@ def evaluate_privacy(
             progress()
     return {
         "data": data,
+        "provenance": provenance(),
         "embedder": embedder_name,
         "threshold": embedder.threshold,
         "min_face": embedder.min_face,

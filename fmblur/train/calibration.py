@@ -59,7 +59,7 @@ def _load_candidates(path: Path, keys: list[str]) -> list[dict[str, RawDetection
         return []
     with np.load(path, allow_pickle=False) as cache:
         if any(f"{key}/counts" not in cache for key in keys):
-            raise ValueError(f"{path} was made with other ensemble members; remove it or use another --out")
+            raise ValueError(f"{path} was made with other members or passes; remove it or use another --out")
         count = int(cache["images"])
         done: list[dict[str, RawDetections]] = [{} for _ in range(count)]
         for key in keys:
@@ -73,16 +73,20 @@ def _load_candidates(path: Path, keys: list[str]) -> list[dict[str, RawDetection
 
 
 def collect_candidates(
-    ensemble: EnsembleDetector, data: list[AnnotatedImage], cache_path: Path, progress: Callable | None = None
+    candidates_of: Callable[[np.ndarray], dict[str, RawDetections]],
+    keys: list[str],
+    data: list[AnnotatedImage],
+    cache_path: Path,
+    progress: Callable | None = None,
 ) -> list[dict[str, RawDetections]]:
-    """Every member's candidates on every image, resuming from (and saving to) `cache_path`."""
-    keys = list(ensemble.member_names)
+    """`candidates_of(image)` (one RawDetections per key: ensemble members, a detector's passes) on every
+    image, resuming from (and saving to) `cache_path`."""
     done = _load_candidates(cache_path, keys)
     if done:
         log.info("resumed: candidates of %d of %d images already in %s", len(done), len(data), cache_path)
     for index in range(len(done), len(data)):
         image = read_image(data[index].path)[0]
-        done.append(ensemble.member_candidates(image))
+        done.append(candidates_of(image))
         if (index + 1) % _SAVE_EVERY == 0 or index + 1 == len(data):
             _save_candidates(cache_path, keys, done)
         if progress is not None:
@@ -129,7 +133,9 @@ def calibrate_ensemble(
     ensemble = EnsembleDetector(members=members)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = progress_factory(len(data)) if progress_factory else None
-    candidates = collect_candidates(ensemble, data, out_dir / "candidates.npz", progress)
+    candidates = collect_candidates(
+        ensemble.member_candidates, list(ensemble.member_names), data, out_dir / "candidates.npz", progress
+    )
     label = f"{' + '.join(splits)} (WIDER every {wider_every}th photo): {len(data)} photos; members {list(members)}"
     calibration, report = fit_calibration(ensemble, data, candidates, label)
     temporary = target.with_suffix(".part")

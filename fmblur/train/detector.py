@@ -34,6 +34,7 @@ from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, coll
 from fmblur.train.run_state import (
     EpochSteps,
     load_checkpoint,
+    publish_history,
     resume_config,
     run_epochs,
 )
@@ -212,5 +213,7 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
             source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])
         ],
     }
+    # New weights drop the old entry's fitted inference settings: `fmblur train variant-settings` fits them again.
     cards_file.write_text(json.dumps(cards, indent=2) + "\n")
+    publish_history(run_dir, f"frcnn_{config.backbone}")
     return {"path": str(target), "sha256": digest, **cards[config.backbone]}

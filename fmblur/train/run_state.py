@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import torch
 
 from fmblur.atomic import atomic_target
+from fmblur.provenance import provenance
+from fmblur.results import TRAINING_DIR
 
 CHECKPOINT = "last.pt"
 HISTORY = "history.csv"
@@ -92,6 +94,27 @@ def truncate_history(run_dir: Path, epochs_done: int) -> None:
         path.unlink()
     for row in rows:
         append_history(run_dir, {k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+
+
+def publish_history(run_dir: Path, name: str, target_dir: Path = TRAINING_DIR) -> Path | None:
+    """Copy the run's per-epoch history to docs/results/training/<name>.json with the run's config and the
+    provenance of the export, so the app's Models tab can draw the training curves of the shipped weights."""
+    rows = read_history(run_dir)
+    if not rows:
+        return None
+    config_path = run_dir / "config.json"
+    record = {
+        "detector": name,
+        "run": run_dir.name,
+        "provenance": provenance(),
+        "config": json.loads(config_path.read_text()) if config_path.is_file() else {},
+        "rows": rows,
+    }
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{name}.json"
+    with atomic_target(target, suffix=".json") as temporary:
+        temporary.write_text(json.dumps(record, indent=1) + "\n")
+    return target
 
 
 def plot_history(run_dir: Path, title: str) -> Path | None:

@@ -1,0 +1,112 @@
+"""Fit a Faster R-CNN variant's inference settings on training photos: the extra passes and the default threshold.
+
+The variants are enlarged to 1280 px so that the face-mask photos' small faces become findable, which makes
+their large faces larger than anything the 320-448-px training crops showed (VGG16 found 0 of 22 faces of
+>= 96 px on unseen masked photos). An extra pass at a smaller size (longer side 448, 640 or 800 px) shows
+those faces at a trained size; views are merged by NMS as every multi-view detector here does.
+
+1. Every candidate pass runs once on every training photo (candidates at the evaluation's floor), cached in
+   the run folder with the ensemble calibration's cache, so an interrupted run resumes.
+2. Every combination of the 1280-px pass with a subset of the extra sides is scored on the cached candidates:
+   recall at IoU 0.5 at no more than `fp_budget` false positives per photo. The best combination wins; one
+   within `_TIE` of it with fewer passes wins instead (each pass costs time).
+3. The default threshold is the lowest that keeps false positives within the budget on these photos.
+Validation splits are never used here; what was chosen on what goes into the variant's card.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fmblur.datasets import AnnotatedImage, load_split
+from fmblur.detectors import create_detector
+from fmblur.detectors.frcnn import cards_path
+from fmblur.detectors.records import RawDetections
+from fmblur.detectors.views import merge_views
+from fmblur.metrics import (
+    CANDIDATE_THRESHOLD,
+    FP_BUDGET,
+    Predictions,
+    coco_metrics,
+    operating_metrics,
+    recall_at_fp_budget,
+)
+from fmblur.train.calibration import collect_candidates
+
+CANDIDATE_SIDES = (800, 640, 448)
+_BASE = "enlarged"  # the variant's own pass (enlarged to its upscale_to)
+_TIE = 0.005  # recall differences below this do not pay for another pass
+
+
+def _key(side: int) -> str:
+    return f"side{side}"
+
+
+def fitting_photos(split: str = "fmd-train", every: int = 2) -> list[AnnotatedImage]:
+    """Every `every`-th photo of a training split."""
+    if split.endswith("-val"):
+        raise ValueError(f"{split} is a validation split: settings are fitted on training data only")
+    return load_split(split)[::every]
+
+
+def _scored(data: list[AnnotatedImage], merged: list[RawDetections], budget: float) -> dict:
+    predictions = Predictions(boxes=[m.boxes for m in merged], scores=[m.scores for m in merged])
+    operating = recall_at_fp_budget(data, predictions, budget)
+    at_threshold = operating_metrics(data, predictions, operating["threshold"])
+    large = at_threshold["recall_by_group"].get("size large >=96", {}).get("recall")
+    return {**operating, "AP@.5": coco_metrics(data, predictions)[0]["AP@.5"], "large_recall": large}
+
+
+def fit_variant_settings(
+    backbone: str,
+    out_dir: Path,
+    data: list[AnnotatedImage],
+    sides: tuple[int, ...] = CANDIDATE_SIDES,
+    budget: float = FP_BUDGET,
+    progress_factory: Callable[[int], Callable] | None = None,
+) -> dict:
+    """Score every combination of passes on `data`; the chosen one (extra_sides, threshold) and all the rows."""
+    detector = create_detector(f"frcnn_{backbone}", threshold=CANDIDATE_THRESHOLD, extra_sides=()).load()
+    keys = [_BASE, *(_key(side) for side in sides)]
+
+    def passes(image: np.ndarray) -> dict[str, RawDetections]:
+        found = {_BASE: detector.views.resized_pass(image, 1.0)}
+        found.update({_key(side): detector.views.side_pass(image, side) for side in sides})
+        return found
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress_factory(len(data)) if progress_factory else None
+    candidates = collect_candidates(passes, keys, data, out_dir / "candidates.npz", progress)
+    rows = []
+    for count in range(len(sides) + 1):
+        for extra in itertools.combinations(sides, count):
+            merged = [merge_views([c[_BASE], *(c[_key(side)] for side in extra)], False) for c in candidates]
+            rows.append({"extra_sides": list(extra), **_scored(data, merged, budget)})
+    best = max(row["recall@0.5"] for row in rows)
+    chosen = min((row for row in rows if row["recall@0.5"] >= best - _TIE), key=lambda row: len(row["extra_sides"]))
+    return {"chosen": chosen, "rows": rows, "budget": budget, "photos": len(data)}
+
+
+def write_to_card(backbone: str, fitted: dict, fitted_on: str, target: Path | None = None) -> Path:
+    """Record the chosen settings in the variants' card file, where the detector reads its defaults."""
+    target = target or cards_path()
+    cards = json.loads(target.read_text()) if target.is_file() else {}
+    chosen = fitted["chosen"]
+    cards.setdefault(backbone, {})["inference"] = {
+        "extra_sides": chosen["extra_sides"],
+        "threshold": chosen["threshold"],
+        "fp_budget": fitted["budget"],
+        "fitted_on": fitted_on,
+        "training_recall": round(chosen["recall@0.5"], 4),
+        "training_fp_per_image": round(chosen["fp_per_image"], 3),
+        "training_large_recall": None if chosen["large_recall"] is None else round(chosen["large_recall"], 4),
+    }
+    temporary = target.with_suffix(".part")
+    temporary.write_text(json.dumps(cards, indent=2) + "\n")
+    temporary.replace(target)
+    return target
