@@ -36,13 +36,23 @@ from fmblur.obfuscate import KERNEL_RANGE, MODES, SHAPES, ObfuscationConfig
 from fmblur.pipeline import (
     DEFAULT_DETECTOR,
     DEFAULT_LANDMARKS,
+    VIDEO_DETECTOR,
+    VIDEO_KEYFRAME_EVERY,
     Anonymizer,
     PipelineOptions,
     PipelineResult,
     build_anonymizer,
 )
 from fmblur.resources import examples_dir
-from fmblur.results import SPLIT_NAMES, detector_summaries, measured_table, pr_curves, privacy_sweep, training_curves
+from fmblur.results import (
+    SPLIT_NAMES,
+    detector_summaries,
+    measured_table,
+    menu_labels,
+    pr_curves,
+    privacy_sweep,
+    training_curves,
+)
 from fmblur.tracking import TrackingOptions
 from fmblur.video import VideoReadError, anonymize_video, review_thumbnails, video_duration
 
@@ -76,6 +86,8 @@ APP_SETTINGS = {
     "people": EVERYONE,
     "references": None,
 }
+# The Video tab starts from the video default: one fast pass per frame, key frames through DEFAULT_DETECTOR.
+VIDEO_SETTINGS = {**APP_SETTINGS, "detector": VIDEO_DETECTOR}
 CONTROL_TYPES = {
     "detector": str,
     "threshold": float | None,
@@ -175,19 +187,21 @@ def _anonymizer(options: PipelineOptions) -> Anonymizer:
     return anonymizer
 
 
-def takes_pipeline_options(handler: Callable) -> Callable:
+def takes_pipeline_options(handler: Callable | None = None, *, settings: dict = APP_SETTINGS) -> Callable:
     """A handler written as `handler(source, options: PipelineOptions, *more)`, served to Gradio with the pipeline
     controls (named once, in APP_SETTINGS) as its parameters after `source`.
 
     Gradio names an endpoint's parameters after its function's signature, and gradio_client callers pass them by
     those names; so the served signature lists the controls, and the handler receives the options record built
-    from them. Controls left out by an API caller take APP_SETTINGS' values."""
+    from them. Controls left out by an API caller take the values of `settings` (the video handler: the video
+    default detector)."""
+    if handler is None:
+        return functools.partial(takes_pipeline_options, settings=settings)
     signature = inspect.signature(handler)
     source, _, *more = signature.parameters.values()
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     controls = [
-        inspect.Parameter(name, kind, default=value, annotation=CONTROL_TYPES[name])
-        for name, value in APP_SETTINGS.items()
+        inspect.Parameter(name, kind, default=value, annotation=CONTROL_TYPES[name]) for name, value in settings.items()
     ]
     served = signature.replace(parameters=[source, *controls, *more])
 
@@ -197,7 +211,7 @@ def takes_pipeline_options(handler: Callable) -> Callable:
         values.apply_defaults()
         arguments = dict(values.arguments)
         try:
-            options = pipeline_options(**{name: arguments.pop(name) for name in APP_SETTINGS})
+            options = pipeline_options(**{name: arguments.pop(name) for name in settings})
         except ValueError as error:
             raise gr.Error(str(error)) from None
         return handler(arguments.pop(source.name), options, **arguments)
@@ -267,17 +281,18 @@ def anonymize_image(path: str | None, options: PipelineOptions, privacy_meter: b
         )
 
 
-@takes_pipeline_options
+@takes_pipeline_options(settings=VIDEO_SETTINGS)
 def anonymize_video_file(
     path: str | None,
     options: PipelineOptions,
     tracking: bool = True,
     detect_every: int = 1,
-    keyframe_every: int = 0,
+    keyframe_every: int = VIDEO_KEYFRAME_EVERY,
     progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio finds the progress bar by this default)
 ) -> tuple[str, str, str, list[tuple[str, str]]]:
     """(anonymised MP4, summary markdown, per-frame tracks CSV, review thumbnails with captions).
-    `keyframe_every` k > 0 runs the thorough preset on every k-th frame beside the chosen detector (tracking on)."""
+    `keyframe_every` k > 0 runs the key-frame detector (the default preset) on every k-th frame beside the chosen
+    detector (tracking on)."""
     if not path:
         raise gr.Error("Upload a video first.")
     try:
@@ -423,12 +438,13 @@ def default_threshold(detector: str) -> float:
 
 
 def _detector_choices() -> list[tuple[str, str]]:
-    """(label, name): presets first, then the single detectors whose weights
-    are here; the project's Faster R-CNN variants carry their measured val AP@.5 in the label."""
+    """(label, name): presets first, then the single detectors whose weights are here; each detector
+    `fmblur eval` measured on face-mask val carries its AP@.5 from the committed report in the label."""
     names = available_detector_names()
     presets = [name for name in PRESETS if name in names]
     ordered = presets + [name for name in names if name not in presets]
-    return [(detector_class(name).menu_label(), name) for name in ordered]
+    labels = menu_labels()
+    return [(labels.get(name, name), name) for name in ordered]
 
 
 def _device_text() -> str:
@@ -462,9 +478,8 @@ def _detector_controls(label: str, value: str) -> tuple[gr.Dropdown, gr.Slider]:
     return dropdown, slider
 
 
-def _pipeline_controls() -> list[gr.components.Component]:
+def _pipeline_controls(start: dict = APP_SETTINGS) -> list[gr.components.Component]:
     """Detector, threshold, landmark source and obfuscation settings, in the handlers' argument order."""
-    start = APP_SETTINGS
     detector, threshold = _detector_controls("Detector", start["detector"])
     landmarks = gr.Dropdown(landmark_source_names(), value=start["landmarks"], label="Landmarks")
     mode = gr.Radio(list(MODES), value=start["mode"], label="Mode")
@@ -517,13 +532,13 @@ def build_app() -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     video_source = gr.Video(label="Video", sources=["upload"], elem_id="video-input")
-                    video_controls = _pipeline_controls()
+                    video_controls = _pipeline_controls(VIDEO_SETTINGS)
                     tracking = gr.Checkbox(value=True, label="Track faces across frames (hold, look-back)")
                     detect_every = gr.Slider(1, 10, value=1, step=1, label="Detect every k-th frame")
                     keyframe_every = gr.Slider(
                         0,
                         30,
-                        value=0,
+                        value=VIDEO_KEYFRAME_EVERY,
                         step=1,
                         label=f"Key frame every k-th frame: {TrackingOptions().keyframe_detector} there too (0 = off)",
                         info="Finds faces the chosen detector misses (dark, small) and hands them to the tracker",

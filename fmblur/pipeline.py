@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 # identity. At its default threshold it finds more faces than the older 4-pass `recall-first` on both validation
 # splits in 0.6-0.7 of its time (docs/results/finetune.md, docs/results/eval).
 DEFAULT_DETECTOR = "thorough"
+# The video default of the CLI and app: this detector on every frame and DEFAULT_DETECTOR (the key-frame detector)
+# on every VIDEO_KEYFRAME_EVERY-th frame, its faces handed to the tracker and held to the next key frame. On the
+# leak benchmark's clips (built from training photos) it leaked no more frames than DEFAULT_DETECTOR on every
+# frame, at about three times its speed (docs/results/video-leaks.md). `anonymize_video` itself runs what its
+# TrackingOptions say (no key frames unless asked).
+VIDEO_DETECTOR = "fast"
+VIDEO_KEYFRAME_EVERY = 10
 DEFAULT_LANDMARKS = "detector"
 
 

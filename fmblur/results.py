@@ -33,6 +33,18 @@ def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
     }
 
 
+def menu_labels(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
+    """Detector name -> how menus name it: "frcnn_vgg16 (face-mask val AP@.5 0.68)" for every detector the
+    face-mask val report covers (what `fmblur eval` measured and committed, not what a trainer logged)."""
+    report = _report("fmd-val", results_dir)
+    if report is None:
+        return {}
+    return {
+        name: f"{name} ({SPLIT_NAMES['fmd-val']} AP@.5 {metrics['AP@.5']:.2f})"
+        for name, metrics in report["detectors"].items()
+    }
+
+
 def _report(split: str, results_dir: Path) -> dict | None:
     """What `fmblur eval` wrote for one val split, or None when it has not been run."""
     path = results_dir / f"{split}.json"

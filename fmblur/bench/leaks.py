@@ -1,14 +1,17 @@
 """Leak benchmark: moving-camera clips with a known box for every face in every frame.
 
-    python -m fmblur.bench video --leaks [--presets fast "fast --keyframe-every 10"] [--seconds 8] [--clips 3]
+    python -m fmblur.bench video --leaks [--presets default fast "fast --keyframe-every 10"] [--seconds 8] [--clips 3]
 
 Clips are built from annotated training photos (WIDER FACE subset training part, face-mask 0..239): a virtual
 camera pans across the photo, zooms in slowly and shakes a little, rendered at 1280x720 (the last clip at
-1920x1080) and 25 fps, with a tone as audio track; each face's annotated box follows the camera. fmblur (each
-preset, `fmblur video` as a user runs it) and deface (its command, threshold 0.2) anonymise each clip, and
-per clip the table gives:
+1920x1080) and 25 fps, with a tone as audio track; each face's annotated box follows the camera. fmblur (its
+defaults and each preset, `fmblur video` as a user runs it) and deface (its command, threshold 0.2) anonymise
+each clip, and per clip the table gives:
 - leaked frames: frames where some known face of at least 24 px keeps SSIM >= 0.6 in its box (still visible);
 - of which a face untouched: leaked frames where such a face keeps SSIM >= 0.9 (never obfuscated: a miss);
+- leaked at face scale: the same count with SSIM taken on each box shrunk to 32 px on its shorter side (never
+  enlarged): a face enlarged from a small photo is soft at pixel scale, so SSIM's 7x7 windows rate it and its
+  blur alike even when no feature survives; at face scale its features are what the windows compare;
 - faces hidden: the share of (face, frame) pairs of at least 24 px with SSIM below 0.6;
 - fps: frames / wall time of the whole command (start-up included), on this machine, in the same run;
 - false-positive area: the mean share of each frame changed where no known face is (boxes grown by 30 %;
@@ -39,6 +42,7 @@ SSIM_VISIBLE = 0.6  # a face box this similar to the input is still visible
 # soft face (an enlarged small photo) and its blur stays near 0.6 even for a perfect box, because SSIM rates
 # flat 7x7 windows as similar; this column tells the two causes of a leak apart.
 SSIM_UNTOUCHED = 0.9
+FACE_SCALE = 32  # px: the shorter side a face box is shrunk to for the face-scale SSIM
 CHANGED = 12  # grey levels: an 8x8 block whose mean moved more than this was obfuscated (not just re-encoded)
 BLOCK = 8
 FACE_MARGIN = 0.3  # known boxes grown by this share before counting changed pixels as false positives
@@ -144,17 +148,27 @@ def _grey_frames(path: Path):
             yield frame.to_ndarray(format="gray")
 
 
+def at_face_scale(box: np.ndarray) -> np.ndarray:
+    """A face box shrunk (area-averaged) so its shorter side is FACE_SCALE pixels; smaller boxes as they are."""
+    shrink = FACE_SCALE / min(box.shape[:2])
+    if shrink >= 1.0:
+        return box
+    size = (max(7, round(box.shape[1] * shrink)), max(7, round(box.shape[0] * shrink)))
+    return cv2.resize(box, size, interpolation=cv2.INTER_AREA)
+
+
 def measure(clip: LeakClip, output: Path) -> dict[str, float]:
-    """Leaked frames, share of faces hidden, and false-positive area of one anonymised clip."""
+    """Leaked frames (at pixel and at face scale), share of faces hidden, and false-positive area of one
+    anonymised clip."""
     from skimage.metrics import structural_similarity
 
-    leaked_frames = missed_frames = faces = hidden = 0
+    leaked_frames = missed_frames = face_scale_frames = faces = hidden = 0
     false_area = []
     out_w, out_h = clip.size
     for index, (before, after) in enumerate(zip(_grey_frames(clip.path), _grey_frames(output), strict=False)):
         after = after[:out_h, :out_w]
         known = clip.boxes[index]
-        leaked = missed = False
+        leaked = missed = face_scale_leak = False
         outside = np.ones(before.shape, bool)
         for x1, y1, x2, y2 in known:
             grow_x, grow_y = FACE_MARGIN * (x2 - x1), FACE_MARGIN * (y2 - y1)
@@ -163,7 +177,9 @@ def measure(clip: LeakClip, output: Path) -> dict[str, float]:
             if min(x2 - x1, y2 - y1) < MIN_FACE:
                 continue
             top, left, bottom, right = int(y1), int(x1), int(np.ceil(y2)), int(np.ceil(x2))
-            similarity = structural_similarity(before[top:bottom, left:right], after[top:bottom, left:right])
+            original, result = before[top:bottom, left:right], after[top:bottom, left:right]
+            similarity = structural_similarity(original, result)
+            face_scale_leak |= structural_similarity(at_face_scale(original), at_face_scale(result)) >= SSIM_VISIBLE
             faces += 1
             if similarity >= SSIM_VISIBLE:
                 leaked = True
@@ -172,6 +188,7 @@ def measure(clip: LeakClip, output: Path) -> dict[str, float]:
                 hidden += 1
         leaked_frames += int(leaked)
         missed_frames += int(missed)
+        face_scale_frames += int(face_scale_leak)
         # Block means: re-encoding moves single pixels by more than CHANGED, obfuscation moves whole blocks.
         blocks = (before.shape[1] // BLOCK, before.shape[0] // BLOCK)
         mean_before, mean_after = (
@@ -183,6 +200,7 @@ def measure(clip: LeakClip, output: Path) -> dict[str, float]:
     return {
         "leaked_frames": leaked_frames,
         "missed_frames": missed_frames,
+        "face_scale_frames": face_scale_frames,
         "faces_hidden": hidden / faces if faces else float("nan"),
         "false_positive_area": float(np.mean(false_area)) if false_area else float("nan"),
     }
@@ -190,9 +208,9 @@ def measure(clip: LeakClip, output: Path) -> dict[str, float]:
 
 def leak_table(presets: list[str], seconds: float, clip_count: int, work: Path) -> str:
     lines = [
-        "| clip | frames | runner | leaked frames | of which a face untouched | faces hidden | fps "
-        "| false-positive area |",
-        "|---|---|---|---|---|---|---|---|",
+        "| clip | frames | runner | leaked frames | of which a face untouched | leaked at face scale | faces hidden "
+        "| fps | false-positive area |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for index, record in enumerate(pick_photos(clip_count)):
         size = (1920, 1080) if index == clip_count - 1 else (1280, 720)
@@ -202,10 +220,12 @@ def leak_table(presets: list[str], seconds: float, clip_count: int, work: Path) 
         fmblur_video = [sys.executable, "-m", "fmblur", "video", str(clip.path), "-q", "--overwrite"]
         runners = []
         for run_number, run in enumerate(presets):
-            # "fast --keyframe-every 10": a preset, then any `fmblur video` options of this run.
+            # "fast --keyframe-every 10": a preset, then any `fmblur video` options of this run;
+            # "default": `fmblur video` with no detector option, the settings a user gets.
             preset, *options = shlex.split(run)
             folder = work / f"run{run_number}_{preset}"
-            command = [*fmblur_video, "-o", str(folder), "--detector", preset, *options]
+            detector = [] if preset == "default" else ["--detector", preset]
+            command = [*fmblur_video, "-o", str(folder), *detector, *options]
             runners.append((f"fmblur {run}", command, folder / clip.path.name))
         if shutil.which("deface"):
             deface_out = work / f"deface_{clip.path.name}"
@@ -215,12 +235,13 @@ def leak_table(presets: list[str], seconds: float, clip_count: int, work: Path) 
         for label, command, output in runners:
             seconds_taken, _, code = timed_process(command)
             if code != 0:
-                lines.append(f"| {clip.path.name} ({clip.source}) | {frames} | {label} | failed | | | | |")
+                lines.append(f"| {clip.path.name} ({clip.source}) | {frames} | {label} | failed | | | | | |")
                 continue
             result = measure(clip, output)
             lines.append(
                 f"| {clip.path.name} ({clip.source}) | {frames} | {label} | {result['leaked_frames']} "
-                f"| {result['missed_frames']} | {result['faces_hidden']:.3f} | {frames / seconds_taken:.2f} "
+                f"| {result['missed_frames']} | {result['face_scale_frames']} | {result['faces_hidden']:.3f} "
+                f"| {frames / seconds_taken:.2f} "
                 f"| {result['false_positive_area']:.4f} |"
             )
             print(lines[-1], file=sys.stderr, flush=True)

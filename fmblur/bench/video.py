@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--presets",
         nargs="+",
-        default=["fast", "thorough"],
-        help="fmblur runs for --leaks: a preset, optionally with `fmblur video` options (quoted)",
+        default=["default", "fast", "thorough"],
+        help="fmblur runs for --leaks: a preset or `default` (no --detector), optionally with `fmblur video` "
+        "options (quoted)",
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each --leaks clip")
     parser.add_argument("--clips", type=int, default=3, help="number of --leaks clips (the last one at 1080p)")

@@ -17,6 +17,7 @@ from fmblur.cli.common import (
 from fmblur.cli.evaluate import add_eval_parser
 from fmblur.cli.train import add_train_parser
 from fmblur.device import DeviceUnavailable, select_device
+from fmblur.pipeline import VIDEO_DETECTOR, VIDEO_KEYFRAME_EVERY
 from fmblur.tracking import TrackingOptions
 
 # Temporal-consistency flags: (flag, the TrackingOptions field it sets, type, help); defaults come from the record.
@@ -29,7 +30,12 @@ TRACKING_FLAGS = (
     ("--weak-ratio", "weak_ratio", float, "candidates at this share of the threshold are weak evidence (1 = off)"),
     ("--confirm-frames", "confirm_frames", int, "frames in a row that confirm a face seen only weakly"),
     ("--max-gap", "max_gap", int, "cover a face across gaps of up to this many frames"),
-    ("--keyframe-every", "keyframe_every", int, "also run --keyframe-detector on every k-th frame (0 = off)"),
+    (
+        "--keyframe-every",
+        "keyframe_every",
+        int,
+        "also run --keyframe-detector on every k-th frame (0 = off; default %(default)s)",
+    ),
     ("--keyframe-detector", "keyframe_detector", detector_name, "the stronger detector of key frames"),
 )
 
@@ -65,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--no-tracking", action="store_true", help="hide each frame's detections only")
     for flag, field_name, kind, text in TRACKING_FLAGS:
         group.add_argument(flag, dest=field_name, type=kind, default=getattr(defaults, field_name), help=text)
+    video.set_defaults(keyframe_every=VIDEO_KEYFRAME_EVERY)  # the video default: key frames on (see pipeline.py)
     video.add_argument(
         "--report",
         action="store_true",
         help="also write OUT_DIR/<stem>.review.json: the frames where a face was covered without a detection there",
     )
-    add_pipeline_arguments(video)
+    add_pipeline_arguments(video, default_detector=VIDEO_DETECTOR)
     video.set_defaults(run=run_video)
     add_eval_parser(commands)
     add_train_parser(commands)

@@ -49,16 +49,16 @@ def detector_name(text: str) -> str:
     return text
 
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that anonymises (images now, video later)."""
+def add_pipeline_arguments(parser: argparse.ArgumentParser, default_detector: str = DEFAULT_DETECTOR) -> None:
+    """Options shared by every command that anonymises (images, video: each with its own default detector)."""
     defaults = ObfuscationConfig()
     group = parser.add_argument_group("detection")
     group.add_argument(
         "--detector",
-        default=DEFAULT_DETECTOR,
+        default=default_detector,
         choices=detector_names(),
-        help="face detector or preset (thorough, balanced, fast, recall-first). The project's Faster R-CNN variants: "
-        + "; ".join(variant_status(backbone) for backbone in BACKBONES),
+        help=f"face detector or preset (thorough, balanced, fast, recall-first; default {default_detector}). "
+        "The project's Faster R-CNN variants: " + "; ".join(variant_status(backbone) for backbone in BACKBONES),
     )
     group.add_argument("--thresh", type=_unit_float, default=None, help="score threshold (default: the detector's)")
     group.add_argument("--scale", type=float, default=1.0, help="detect on a copy resized by this factor")

@@ -181,12 +181,16 @@ def run_train_variant_settings(args: argparse.Namespace) -> int:
             sides=tuple(args.sides),
             budget=args.fp_budget,
             progress_factory=lambda total: bar_factory()(f"frcnn_{args.backbone} passes", total),
+            large_floor=args.large_floor,
         )
     except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
         return usage_error(error)
     (out / "fitted.json").write_text(json.dumps(fitted, indent=2) + "\n")
     print(json.dumps(fitted, indent=2))
-    label = f"{args.split}, every {args.every}th photo ({len(data)} photos), <= {args.fp_budget} FP per photo"
+    label = (
+        f"{args.split}, every {args.every}th photo ({len(data)} photos), <= {args.fp_budget} FP per photo, "
+        f"passes finding >= {args.large_floor} of the large faces"
+    )
     print(f"written: {write_to_card(args.backbone, fitted, label, Path(args.target) if args.target else None)}")
     return 0
 
@@ -257,8 +261,7 @@ def add_train_parser(commands) -> None:
     )
     calibration.set_defaults(run=run_train_calibration)
 
-    from fmblur.metrics import FP_BUDGET
-    from fmblur.train.variant_settings import CANDIDATE_SIDES
+    from fmblur.train.variant_settings import CANDIDATE_SIDES, LARGE_FLOOR, VARIANT_FP_BUDGET
 
     variant = models.add_parser(
         "variant-settings",
@@ -270,7 +273,15 @@ def add_train_parser(commands) -> None:
     variant.add_argument(
         "--sides", type=int, nargs="+", default=list(CANDIDATE_SIDES), help="candidate extra passes (longer side, px)"
     )
-    variant.add_argument("--fp-budget", type=float, default=FP_BUDGET, help="false positives per photo allowed")
+    variant.add_argument(
+        "--fp-budget", type=float, default=VARIANT_FP_BUDGET, help="false positives per photo allowed (%(default)s)"
+    )
+    variant.add_argument(
+        "--large-floor",
+        type=float,
+        default=LARGE_FLOOR,
+        help="share of large (>= 96 px) training faces the chosen passes must find (%(default)s)",
+    )
     variant.add_argument(
         "--out", default="outputs/variant_settings/<backbone>", help="folder for the candidate cache (resumes)"
     )

@@ -69,11 +69,6 @@ class Detector(ABC):
         """For a project model: the command that trains its weights ("" for pretrained detectors)."""
         return ""
 
-    @classmethod
-    def menu_label(cls) -> str:
-        """How menus name this detector (the project's models add what they measured)."""
-        return cls.name
-
     def runtime(self) -> str:
         """What runs the loaded model, as it actually ran (e.g. "onnxruntime CUDAExecutionProvider", "torch cpu")."""
         return "not loaded"

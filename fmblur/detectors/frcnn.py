@@ -115,17 +115,10 @@ def variant_card(backbone: str) -> dict:
     return json.loads(cards.read_text()).get(backbone, {}) if cards.is_file() else {}
 
 
-def measured_ap50(backbone: str) -> float | None:
-    """The variant's fmd-val AP@.5, when it has been trained and measured."""
-    value = variant_card(backbone).get("fmd_val_ap50")
-    return None if value is None else float(value)
-
-
 def variant_status(backbone: str) -> str:
-    """How menus name a variant: its measured val AP@.5 when trained, else the command that trains it."""
+    """The variant's name when its weights are here, else the command that trains it."""
     if weights_path(backbone).is_file():
-        ap50 = measured_ap50(backbone)
-        return f"frcnn_{backbone} (face-mask val AP@.5 {ap50:.2f})" if ap50 is not None else f"frcnn_{backbone}"
+        return f"frcnn_{backbone}"
     return f"frcnn_{backbone}: not trained yet ({train_command(backbone)})"
 
 
@@ -163,10 +156,6 @@ class FasterRCNNDetector(SinglePassDetector):
     @classmethod
     def training_command(cls) -> str:
         return train_command(cls.backbone)
-
-    @classmethod
-    def menu_label(cls) -> str:
-        return variant_status(cls.backbone)
 
     def _load(self) -> None:
         self._model = _load_model(self.backbone, resolved_device())
