@@ -28,13 +28,15 @@ RECALL_BARS = {
     "retinaface-masked": 0.9,
     # CenterFace fine-tuned here (4 epochs): 20/21 measured at its threshold 0.36 (pretrained CenterFace 21/21).
     "centerface-masked": 0.9,
-    # Trained here from scratch (fmd-val AP@.5 0.57 at 1280 px): 17/21 measured at its threshold 0.5.
+    # The Faster R-CNN variants trained here, with the passes and thresholds fitted on training photos
+    # (`fmblur train variant-settings`, weights/fasterrcnn_cards.json), measured 2026-12-04:
+    # MobileNetV3 (1280 px + 320 px, t=0.77) 17/21;
     "frcnn_mobilenet_v3": 0.75,
-    # ResNet50-FPN (fmd-val AP@.5 0.66 at 1280 px): 20/21 measured at its threshold 0.5 (training photos too).
-    "frcnn_resnet50": 0.9,
-    # VGG16 trained on face-mask photos only (fmd-val AP@.5 0.68 at 1280 px): 15/21 measured at threshold 0.5;
-    # it misses the three 75-112 px faces of maksssksksss83 (large faces are its weak spot: 0/16 on fmd-val).
-    "frcnn_vgg16": 0.7,
+    # ResNet50-FPN (1280 + 800, 448, 320 px, t=0.90) 18/21 (20/21 at the former t=0.5, 1280 px alone);
+    "frcnn_resnet50": 0.85,
+    # VGG16, face-mask photos only (1280 + 800, 320 px, t=0.92) 18/21 (15/21 at 1280 px alone: it missed the
+    # three 75-112 px faces of maksssksksss83, which the extra passes find).
+    "frcnn_vgg16": 0.85,
 }
 
 
