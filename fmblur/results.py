@@ -15,6 +15,12 @@ PRIVACY_FILE = RESULTS_DIR / "privacy.json"
 SPLIT_NAMES = {"fmd-val": "face-mask val", "wider-val": "WIDER val"}
 
 
+def detector_provenance(metrics: dict, report: dict) -> dict:
+    """When and where a detector's figures were measured: its own provenance in a report `fmblur eval --merge`
+    put together from several runs, else the report's."""
+    return metrics.get("provenance", report["provenance"])
+
+
 def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
     """Detector name -> "recall 0.90 at <= 0.5 FP/image on face-mask val, 0.86 on WIDER val; 31 ms per photo
     (measured 2026-11-24 ...)" for every detector the eval files cover."""
@@ -25,7 +31,7 @@ def detector_summaries(results_dir: Path = RESULTS_DIR) -> dict[str, str]:
         for name, metrics in report["detectors"].items():
             budget = metrics["at_fp_budget"]["recall@0.5"]
             figures.setdefault(name, []).append(f"{budget:.2f} on {label}")
-            measured = metrics.get("provenance", report["provenance"])  # merged reports: per detector
+            measured = detector_provenance(metrics, report)
             timing.setdefault(name, f"{metrics['ms_per_image']:.0f} ms per {label} photo ({measured['date']})")
     return {
         name: f"recall at <= 0.5 false positives per image {', '.join(parts)}; {timing[name]}"
@@ -64,7 +70,7 @@ def measured_table(detector: str, results_dir: Path = RESULTS_DIR) -> str:
         if metrics is None:
             continue
         budget = metrics["at_fp_budget"]
-        measured = metrics.get("provenance", report["provenance"])  # merged reports: per detector
+        measured = detector_provenance(metrics, report)
         rows.append(
             f"| {SPLIT_NAMES[split]} | {metrics['AP@.5']:.3f} "
             f"| {metrics['recall@0.5']:.3f} (t={metrics['threshold']:.2f}) "

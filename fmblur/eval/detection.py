@@ -28,6 +28,7 @@ from fmblur.metrics import (
     recall_at_fp_budget,
 )
 from fmblur.provenance import provenance, provenance_line
+from fmblur.results import detector_provenance
 
 
 def run_detector(
@@ -87,7 +88,7 @@ def evaluate(
 
 def _measured_apart(metrics: dict, report: dict) -> str:
     """A merged report's detectors measured in an earlier run say when."""
-    source = metrics.get("provenance", report["provenance"])
+    source = detector_provenance(metrics, report)
     return "" if source == report["provenance"] else f" [{source['date']}, {source['commit']}]"
 
 

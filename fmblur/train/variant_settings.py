@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmblur.atomic import atomic_target
 from fmblur.datasets import AnnotatedImage, load_split
 from fmblur.detectors import create_detector
 from fmblur.detectors.frcnn import cards_path
@@ -131,7 +132,6 @@ def write_to_card(backbone: str, fitted: dict, fitted_on: str, target: Path | No
         "training_fp_per_image": round(chosen["fp_per_image"], 3),
         "training_large_recall": None if chosen["large_recall"] is None else round(chosen["large_recall"], 4),
     }
-    temporary = target.with_suffix(".part")
-    temporary.write_text(json.dumps(cards, indent=2) + "\n")
-    temporary.replace(target)
+    with atomic_target(target, suffix=".json") as temporary:
+        temporary.write_text(json.dumps(cards, indent=2) + "\n")
     return target
