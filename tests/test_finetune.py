@@ -21,7 +21,6 @@ from fmblur.train.finetune import FinetuneConfig, build_base_model, freeze_batch
 from fmblur.train.finetune_data import FinetuneAugment, FinetuneDataset, collate, teacher_landmarks
 from fmblur.train.retinaface_base import (
     retinaface_input,
-    retinaface_loss,
     retinaface_onnx_with,
     retinaface_priors,
     retinaface_training_loss,
@@ -101,20 +100,33 @@ def test_augmented_samples_keep_boxes_and_landmarks_together(records, landmarks)
     assert faces_with_points > 20
 
 
-def test_a_training_step_on_the_loss_lowers_it(records, landmarks):
+def _loss_after_steps(network, images, targets, training_loss, steps: int = 4) -> tuple[float, float]:
+    """The batch's loss before and after a few optimiser steps on it, both measured without a step."""
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            return float(sum(training_loss(network(images), targets, tuple(images.shape[2:])).values()))
+
+    config = FinetuneConfig()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    before = loss_now()
+    # A single Adam step moves every weight by about the learning rate whatever its gradient, so one step may
+    # overshoot (it did in CI); a few steps on the same batch must lower its loss.
+    for _ in range(steps):
+        training_step(network, optimiser, images, targets, training_loss)
+    return before, loss_now()
+
+
+def test_training_steps_on_the_loss_lower_it(records, landmarks):
+    torch.manual_seed(0)
     dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), retinaface_input)
     images, targets = collate([dataset[0], dataset[1]])
     assert sum(len(t["boxes"]) for t in targets) > 0
     network = build_base_model("retinaface").train()
-    priors = retinaface_priors(SIZE, SIZE)
-    assert len(priors) == network(images)[0].shape[1]
-
-    config = FinetuneConfig()
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    before = sum(training_step(network, optimiser, images, targets, retinaface_training_loss).values())
-    with torch.no_grad():
-        after = float(sum(retinaface_loss(network(images), targets, priors, (SIZE, SIZE)).values()))
-    assert after < before
+    freeze_batch_norm(network)  # as the trainer runs it: a batch of two would make batch statistics noise
+    assert len(retinaface_priors(SIZE, SIZE)) == network(images)[0].shape[1]
+    before, after = _loss_after_steps(network, images, targets, retinaface_training_loss)
+    assert after < 0.8 * before  # measured 0.40-0.60 over eight seeds and crops
 
 
 def test_the_centerface_copy_and_its_export_reproduce_the_shipped_model(example):
@@ -152,16 +164,14 @@ def test_centerface_targets_decode_to_the_annotated_boxes(records, landmarks):
     assert (built["heatmap"].flatten()[built["cells"]] == 1).all()  # each face's peak sits in its own cell
 
 
-def test_a_centerface_training_step_lowers_its_loss(records, landmarks):
+def test_centerface_training_steps_lower_its_loss(records, landmarks):
+    torch.manual_seed(0)
     dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), centerface_input)
     images, targets = collate([dataset[0], dataset[1]])
     network = build_base_model("centerface").train()
     freeze_batch_norm(network)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=FinetuneConfig().learning_rate)
-    before = sum(training_step(network, optimiser, images, targets, centerface_loss).values())
-    with torch.no_grad():
-        after = float(sum(centerface_loss(network(images), targets, (SIZE, SIZE)).values()))
-    assert after < before
+    before, after = _loss_after_steps(network, images, targets, centerface_loss)
+    assert after < 0.8 * before
 
 
 def _train(tmp_path, data: dict) -> subprocess.CompletedProcess:
