@@ -70,11 +70,13 @@ def test_keep_a_reference_person_and_the_privacy_meter(client, examples, tmp_pat
 
 def test_compare_five_detectors_on_an_example(client, example):
     """The Compare tab: five detectors on an annotated example give ten panels (boxes, anonymised), a table row
-    each with the annotated faces found, and the chart's data."""
+    each with the annotated faces found, and the two charts' data (FPS, faces) per detector."""
     from gradio_client import handle_file
 
     chosen = ["fast", "retinaface", "centerface", "retinaface-masked", "mtcnn"]
-    panels, table, chart = client.predict(path=handle_file(str(example.path)), detectors=chosen, api_name="/compare")
+    panels, table, speeds, counts = client.predict(
+        path=handle_file(str(example.path)), detectors=chosen, api_name="/compare"
+    )
     assert len(panels) == 10
     for item in panels:
         assert read_image(item["image"])[0].shape == example.image.shape
@@ -83,7 +85,10 @@ def test_compare_five_detectors_on_an_example(client, example):
     for name in ("retinaface", "centerface", "retinaface-masked"):
         found, annotated = (int(v) for v in rows[name][3].split(" of "))
         assert annotated == len(example.boxes) and found >= annotated - 1, name
-    assert len(chart["data"]) == 2 * len(chosen)
+    assert len(speeds["data"]) == len(counts["data"]) == len(chosen)
+    faces_column = counts["columns"].index("faces")
+    faces_by_detector = {row[0]: row[faces_column] for row in counts["data"]}
+    assert faces_by_detector == {name: int(rows[name][2]) for name in chosen}
 
 
 def test_model_cards_carry_the_measured_figures(client):

@@ -188,7 +188,7 @@ def run_train_variant_settings(args: argparse.Namespace) -> int:
     (out / "fitted.json").write_text(json.dumps(fitted, indent=2) + "\n")
     print(json.dumps(fitted, indent=2))
     label = (
-        f"{args.split}, every {args.every}th photo ({len(data)} photos), <= {args.fp_budget} FP per photo, "
+        f"{args.split}, one photo in {args.every} ({len(data)} photos), <= {args.fp_budget} FP per photo, "
         f"passes finding >= {args.large_floor} of the large faces"
     )
     print(f"written: {write_to_card(args.backbone, fitted, label, Path(args.target) if args.target else None)}")

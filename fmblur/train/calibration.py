@@ -136,7 +136,7 @@ def calibrate_ensemble(
     candidates = collect_candidates(
         ensemble.member_candidates, list(ensemble.member_names), data, out_dir / "candidates.npz", progress
     )
-    label = f"{' + '.join(splits)} (WIDER every {wider_every}th photo): {len(data)} photos; members {list(members)}"
+    label = f"{' + '.join(splits)} (WIDER: one photo in {wider_every}): {len(data)} photos; members {list(members)}"
     calibration, report = fit_calibration(ensemble, data, candidates, label)
     temporary = target.with_suffix(".part")
     temporary.write_text(calibration.to_json() + "\n")
