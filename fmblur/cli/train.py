@@ -95,6 +95,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults, default_out: s
     )
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
+    return value
+
+
 def _run_trainer(args: argparse.Namespace, make_config: Callable[..., object], train: Callable, run_dir: Path) -> int:
     """Build a resumable trainer's config from the options every trainer takes (and its data config), then train;
     bad data or options stop with one error line before any step."""
@@ -146,7 +153,10 @@ def run_train_finetune(args: argparse.Namespace) -> int:
         print(f"written {target} (sha256 {digest}); training curves: {publish_history(run_dir, f'{args.base}-masked')}")
         return 0
     return _run_trainer(
-        args, functools.partial(FinetuneConfig, base=args.base, augment=FinetuneAugment(size=args.size)), train, run_dir
+        args,
+        functools.partial(FinetuneConfig, base=args.base, augment=FinetuneAugment(size=args.size, mask_p=args.mask_p)),
+        train,
+        run_dir,
     )
 
 
@@ -240,6 +250,12 @@ def add_train_parser(commands) -> None:
     _add_run_arguments(finetune, defaults, "outputs/finetune/<base>", FINETUNE_DATA_EXAMPLE)
     finetune.add_argument(
         "--size", type=int, default=defaults.augment.size, help="training crops are SIZE x SIZE pixels"
+    )
+    finetune.add_argument(
+        "--mask-p",
+        type=_probability,
+        default=defaults.augment.mask_p,
+        help="chance of a synthetic face mask drawn on an unmasked face with landmarks (default %(default)s)",
     )
     finetune.add_argument("--export", action="store_true", help="write weights/<base>_masked.onnx from the run")
     finetune.set_defaults(run=run_train_finetune)
