@@ -281,3 +281,11 @@ def test_the_shipped_fine_tune_finds_a_dark_masked_face_the_pretrained_model_mis
     assert found("retinaface") == []
     tuned = found("retinaface-masked")
     assert len(tuned) == 1 and tuned[0].landmarks is not None
+
+
+def test_a_mask_chance_outside_0_to_1_stops_before_a_run_folder_exists(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "fmblur", "train", "finetune", "--mask-p", "1.5", "--out", str(run)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "a probability is between 0 and 1, got 1.5" in result.stderr
+    assert not run.exists()
