@@ -20,8 +20,9 @@ from fmblur.detectors.registry import register
 from fmblur.detectors.retinaface import RetinaFaceDetector
 
 PRESETS = ("thorough", "balanced", "fast", "recall-first")
-# On fmd-train + every 4th wider-train photo, recall at <= 0.5 FP/image: thorough 0.860, balanced 0.843,
-# recall-first's members 0.838 (outputs of `fmblur train calibration`, 2026-11-24).
+# Members chosen on fmd-train + every 4th wider-train photo by recall at <= 0.5 FP/image (`fmblur train
+# calibration`, 2026-11-24: thorough 0.860, balanced 0.843, recall-first's members 0.838); calibrations fitted
+# again on the same photos when retinaface-masked was retrained (2026-12-04: thorough 0.857, balanced 0.840).
 THOROUGH_MEMBERS = ("centerface-masked", "centerface", "retinaface-masked=0.7")
 BALANCED_MEMBERS = ("centerface-masked", "retinaface-masked=0.7")
 
