@@ -287,5 +287,5 @@ def test_a_mask_chance_outside_0_to_1_stops_before_a_run_folder_exists(tmp_path)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "fmblur", "train", "finetune", "--mask-p", "1.5", "--out", str(run)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "a probability is between 0 and 1, got 1.5" in result.stderr
+    assert result.returncode == 2 and "argument --mask-p: must be between 0 and 1, got 1.5" in result.stderr
     assert not run.exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fmblur.cli.common import (
     LANDMARK_CACHE,
+    _unit_float,
     bar_factory,
     log_to_stderr,
     usage_error,
@@ -93,13 +94,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults, default_out: s
         metavar="STEPS",
         help="checkpoint every this many steps (also at every epoch end and on SIGTERM/Ctrl-C)",
     )
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a probability is between 0 and 1, got {text}")
-    return value
 
 
 def _run_trainer(args: argparse.Namespace, make_config: Callable[..., object], train: Callable, run_dir: Path) -> int:
@@ -253,7 +247,7 @@ def add_train_parser(commands) -> None:
     )
     finetune.add_argument(
         "--mask-p",
-        type=_probability,
+        type=_unit_float,
         default=defaults.augment.mask_p,
         help="chance of a synthetic face mask drawn on an unmasked face with landmarks (default %(default)s)",
     )

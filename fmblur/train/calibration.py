@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmblur.atomic import atomic_target
 from fmblur.datasets import AnnotatedImage, load_split
 from fmblur.detectors.base import RawDetections
 from fmblur.detectors.calibration import Calibration, PrecisionMap
@@ -138,7 +139,6 @@ def calibrate_ensemble(
     )
     label = f"{' + '.join(splits)} (WIDER: one photo in {wider_every}): {len(data)} photos; members {list(members)}"
     calibration, report = fit_calibration(ensemble, data, candidates, label)
-    temporary = target.with_suffix(".part")
-    temporary.write_text(calibration.to_json() + "\n")
-    temporary.replace(target)
+    with atomic_target(target, suffix=".json") as temporary:
+        temporary.write_text(calibration.to_json() + "\n")
     return report
