@@ -132,13 +132,23 @@ def read_source(source: dict, data_root: Path | None = None) -> list[AnnotatedIm
     raise ValueError(f"a data source needs one of split, voc, wider, coco: got {sorted(source)}")
 
 
+# Face-mask photo numbers per named split. fmd-train-fit and fmd-train-tune divide the training split, so a
+# model trained on the first can have its threshold fitted, or be chosen, on photos it never saw, without
+# touching fmd-val.
+FMD_RANGES = {
+    "fmd-train": range(0, 240),
+    "fmd-train-fit": range(0, 200),
+    "fmd-train-tune": range(200, 240),
+    "fmd-val": range(240, 300),
+}
+
+
 def load_split(name: str, data_root: Path = DATA_ROOT) -> list[AnnotatedImage]:
     """A named split, or a folder of Pascal VOC XMLs, or a WIDER FACE txt (its images beside it in images/)."""
     fmd = data_root / "face_mask_detection"
     wider = data_root / "wider_face_train_subset"
-    if name in ("fmd-val", "fmd-train"):
-        numbers = range(240, 300) if name == "fmd-val" else range(0, 240)
-        return [read_voc(fmd / "annotations" / f"maksssksksss{n}.xml", fmd / "images") for n in numbers]
+    if name in FMD_RANGES:
+        return [read_voc(fmd / "annotations" / f"maksssksksss{n}.xml", fmd / "images") for n in FMD_RANGES[name]]
     if name in ("wider-val", "wider-train"):
         records = sorted(
             read_wider(wider / "wider_face_train_bbx_gt_subset.txt", wider / "images"), key=lambda r: str(r.path)
@@ -149,4 +159,7 @@ def load_split(name: str, data_root: Path = DATA_ROOT) -> list[AnnotatedImage]:
         return [read_voc(xml) for xml in sorted(path.glob("*.xml"))]
     if path.suffix == ".txt":
         return read_wider(path, path.parent / "images")
-    raise ValueError(f"unknown data {name!r}: use fmd-val, wider-val, a folder of VOC XMLs or a WIDER txt")
+    raise ValueError(
+        f"unknown data {name!r}: use {', '.join(FMD_RANGES)}, wider-train, wider-val, a folder of VOC XMLs "
+        "or a WIDER txt"
+    )

@@ -189,3 +189,77 @@ def test_variant_settings_prefer_passes_that_find_the_large_faces():
     assert choose(rows, 0.9)["extra_sides"] == [448], "within the tie margin, fewer passes"
     assert choose(rows, 0.99)["extra_sides"] == [448, 320], "none reaches the floor: the most large faces"
     assert choose(rows, 0.0)["extra_sides"] == [], "no floor: the best recall"
+
+
+def test_the_training_split_divides_into_a_fitting_part_and_a_tuning_part():
+    from fmblur.datasets import load_split
+
+    fit, tune, train = (load_split(name) for name in ("fmd-train-fit", "fmd-train-tune", "fmd-train"))
+    assert len(fit) == 200 and len(tune) == 40
+    assert {r.path for r in fit}.isdisjoint(r.path for r in tune)
+    assert {r.path for r in fit} | {r.path for r in tune} == {r.path for r in train}
+    assert {r.path for r in train}.isdisjoint(r.path for r in load_split("fmd-val"))
+
+
+def test_sizes_above_the_crop_show_large_faces_large_in_crop_sized_samples():
+    """Enlarged to 1280 px as the registry enlarges photos, then cropped: a face of the example photo comes out
+    several times its native size, in a sample no larger than the crop."""
+    records = read_coco(FORMATS / "coco.json", EXAMPLES_DIR)
+    native = max(float(np.max(r.boxes[:, 2:] - r.boxes[:, :2])) for r in records)
+    dataset = FaceDetectionDataset(records, AugmentConfig(sizes=(1280,), crop=512))
+    largest = 0.0
+    for index in range(len(records)):
+        for _ in range(6):
+            image, boxes = dataset.sample(index)
+            assert image.shape[:2] == (512, 512)
+            if len(boxes):
+                largest = max(largest, float(np.max(boxes[:, 2:] - boxes[:, :2])))
+    assert largest > 2 * native, (largest, native)
+
+
+def test_a_run_started_from_weights_starts_from_them(tmp_path):
+    """--init: with a learning rate too small to move anything, the run's weights are the initial file's."""
+    from fmblur.train.detector import DetectorTrainingConfig, read_weights, train
+
+    initial = tmp_path / "initial.pt"
+    torch.manual_seed(1)
+    model = build_fasterrcnn("mobilenet_v3")
+    torch.save(
+        {"state_dict": {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}}, initial
+    )
+    config = DetectorTrainingConfig(
+        epochs=1,
+        batch_size=2,
+        learning_rate=1e-12,
+        sizes=(256,),
+        crop=256,
+        init_weights=str(initial),
+        workers=1,
+        data={"train": [{"voc": str(FORMATS / "voc"), "images": str(EXAMPLES_DIR)}], "val": []},
+    )
+    train(config, tmp_path / "run", log=lambda message: None)
+    trained = load_checkpoint(tmp_path / "run")["model"]
+    expected = read_weights(initial)
+    weights = [k for k, v in expected.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.allclose(trained[k], expected[k], atol=1e-4) for k in weights)
+    # and not what a run from scratch starts with
+    scratch = build_fasterrcnn("mobilenet_v3").state_dict()
+    assert not all(torch.allclose(scratch[k], expected[k]) for k in weights)
+
+
+def test_weights_continued_from_the_shipped_file_keep_its_data_in_their_licence():
+    from fmblur.train.detector import DetectorTrainingConfig, initial_weights_data
+
+    continued = DetectorTrainingConfig(init_weights="weights/fasterrcnn_mobilenet_v3.pt")
+    assert initial_weights_data(continued, {}) == ["fmd-train", "wider-train"]
+    assert initial_weights_data(continued, {"train_data": ["fmd-train"]}) == ["fmd-train"]
+    other = DetectorTrainingConfig(init_weights="somewhere/else.pt")
+    assert initial_weights_data(other, {"train_data": ["fmd-train"]}) == ["unknown (initial weights)"]
+
+
+def test_a_missing_initial_weights_file_is_one_clear_error(tmp_path, capsys):
+    from fmblur.cli import main
+
+    code = main(["train", "detector", "--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "run")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and "none.pt" in errors[0], errors

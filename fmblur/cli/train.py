@@ -124,6 +124,9 @@ def run_train_detector(args: argparse.Namespace) -> int:
         DetectorTrainingConfig,
         backbone=args.backbone,
         sizes=tuple(args.sizes),
+        crop=args.crop,
+        init_weights=args.init,
+        workers=args.workers,
         augment=not args.no_augment,
         weights_backbone=args.weights_backbone,
     )
@@ -225,6 +228,15 @@ def add_train_parser(commands) -> None:
     _add_run_arguments(detector, defaults, "outputs/detector/<backbone>", DETECTOR_DATA_EXAMPLE)
     detector.add_argument(
         "--sizes", type=int, nargs="+", default=list(defaults.sizes), help="training sizes (longest side)"
+    )
+    detector.add_argument(
+        "--crop", type=int, default=defaults.crop, help="side of the training crops (sizes above it are cropped to it)"
+    )
+    detector.add_argument(
+        "--init", metavar="PT", default=None, help="start from these weights (e.g. weights/fasterrcnn_<backbone>.pt)"
+    )
+    detector.add_argument(
+        "--workers", type=int, default=defaults.workers, help="processes preparing batches (default %(default)s)"
     )
     detector.add_argument("--no-augment", action="store_true", help="resize only")
     detector.add_argument(

@@ -8,6 +8,7 @@ measured, never used to pick epochs or settings).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -33,6 +34,7 @@ from fmblur.resources import record_sha256
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (
     EpochSteps,
+    ignore_stop_signals,
     load_checkpoint,
     publish_history,
     resume_config,
@@ -66,6 +68,10 @@ class DetectorTrainingConfig:
     crop: int = 448
     min_face: float = 8.0
     weights_backbone: str | None = None
+    # Start from these weights (a file `--export` wrote, e.g. the shipped weights/fasterrcnn_<backbone>.pt)
+    # instead of from scratch: continuing a run on new sizes costs a fraction of training again.
+    init_weights: str | None = None
+    workers: int = 1  # processes preparing batches while the model trains (raise it on a GPU)
     seed: int = 0
     data: dict = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_DATA)))
 
@@ -76,11 +82,33 @@ class DetectorTrainingConfig:
 
 
 def load_records(sources: list[dict], data_root: Path | None = None) -> list[AnnotatedImage]:
-    records = [record for source in sources for record in read_source(source, data_root)]
+    """The photos of a data config's sources; a source's `"repeat": n` lists its photos n times per epoch."""
+    records = []
+    for source in sources:
+        found = read_source({key: value for key, value in source.items() if key != "repeat"}, data_root)
+        records.extend(found * int(source.get("repeat", 1)))
     missing = [r.path for r in records if not r.path.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image(s) of the data config are missing, e.g. {missing[0]}")
     return records
+
+
+def _start_worker(dataset: FaceDetectionDataset, worker_id: int) -> None:
+    """Each DataLoader worker draws its own augmentations: albumentations keeps its own generator, which every
+    forked worker would otherwise copy and repeat."""
+    ignore_stop_signals(worker_id)
+    dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A Faster R-CNN state dict (fp32) from a file `export` wrote (fp16 or fp32)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"initial weights {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no Faster R-CNN state dict")
+    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
 
 
 class _InTraining(FasterRCNNDetector):
@@ -122,29 +150,42 @@ def _learning_rate(config: DetectorTrainingConfig, step: int, total: int) -> flo
 
 
 def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_factory=None, data_root=None) -> Path:
-    config, state = resume_config(run_dir, config)
+    config, state = resume_config(run_dir, config, changeable=("epochs", "save_every", "workers"))
     train_records = load_records(config.data["train"], data_root)
     val_records = load_records(config.data.get("val", []), data_root)
     augment = AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment)
     dataset = FaceDetectionDataset(train_records, augment)
     device = torch_device()
     torch.manual_seed(config.seed)
-    model = build_fasterrcnn(config.backbone, config.weights_backbone, **TRAINING_OPTIONS).to(device)
+    model = build_fasterrcnn(config.backbone, config.weights_backbone, **TRAINING_OPTIONS)
+    if config.init_weights and state is None:  # a resumed run restores its own weights below
+        model.load_state_dict(read_weights(Path(config.init_weights)))
+    model = model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     steps_per_epoch = len(dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     log(
-        f"{config.backbone}: {len(train_records)} training photos, {len(val_records)} validation photos, "
+        f"{config.backbone}: {len(train_records)} training samples per epoch, {len(val_records)} validation photos, "
         f"{steps_per_epoch} steps per epoch on {device.type}"
     )
 
     def batches(epoch: int, first_step: int):
         order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-        for step in range(first_step, steps_per_epoch):
-            indices = order[step * config.batch_size : (step + 1) * config.batch_size]
-            yield collate([dataset[int(i)] for i in indices])
+        size = config.batch_size
+        chunks = [
+            [int(i) for i in order[step * size : (step + 1) * size]] for step in range(first_step, steps_per_epoch)
+        ]
+        if config.workers <= 0:
+            return (collate([dataset[i] for i in chunk]) for chunk in chunks)
+        return torch.utils.data.DataLoader(
+            chunks,
+            batch_size=None,
+            collate_fn=lambda indices: collate([dataset[i] for i in indices]),
+            num_workers=config.workers,
+            worker_init_fn=functools.partial(_start_worker, dataset),
+        )
 
     def train_step(batch, global_step: int) -> dict[str, float]:
         for group in optimiser.param_groups:
@@ -175,6 +216,16 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     return run_epochs(run_dir, config, parts, state, steps, f"Faster R-CNN {config.backbone}", log, progress_factory)
 
 
+def initial_weights_data(config: DetectorTrainingConfig, shipped_card: dict) -> list[str]:
+    """What the run's initial weights were trained on: the shipped card's data when they are the shipped file
+    (cards written before they recorded data: the default mix), else unknown, which the licence treats as
+    restricted."""
+    if Path(config.init_weights).name != Path(weights_path(config.backbone)).name:
+        return ["unknown (initial weights)"]
+    default = [source["split"] for source in DEFAULT_DATA["train"]]
+    return shipped_card.get("train_data", default)
+
+
 def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
     """Write weights/fasterrcnn_<backbone>.pt (fp16 when AP@.5 drops by less than 0.005, else fp32), record its
     SHA-256 in the manifest and its val AP@.5 in weights/fasterrcnn_cards.json. Measured at the registry
@@ -201,6 +252,9 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
     cards_file = cards_path()
     cards = json.loads(cards_file.read_text()) if cards_file.is_file() else {}
+    train_data = [source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])]
+    if config.init_weights:
+        train_data = sorted({*train_data, *initial_weights_data(config, cards.get(config.backbone, {}))})
     cards[config.backbone] = {
         "fmd_val_ap50": round((half if use_half else full)["val_ap50"], 4),
         "epochs": int(state["epoch"]),
@@ -208,10 +262,9 @@ def export(run_dir: Path, manifest: Path | None = None, data_root=None) -> dict:
         "fp16": use_half,
         "fp32_ap50": round(full["val_ap50"], 4),
         "fp16_ap50": round(half["val_ap50"], 4),
-        # the data decides the weights' licence (WIDER FACE: research use only)
-        "train_data": [
-            source.get("split") or str(next(iter(source.values()))) for source in config.data.get("train", [])
-        ],
+        # the data decides the weights' licence (WIDER FACE: research use only), the initial weights' data included
+        "train_data": train_data,
+        **({"initialised_from": Path(config.init_weights).name} if config.init_weights else {}),
     }
     # New weights drop the old entry's fitted inference settings: `fmblur train variant-settings` fits them again.
     cards_file.write_text(json.dumps(cards, indent=2) + "\n")

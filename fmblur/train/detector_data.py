@@ -24,7 +24,10 @@ FACE, IGNORE = 1, 0
 @dataclass(frozen=True)
 class AugmentConfig:
     sizes: tuple[int, ...] = (320, 384, 448)  # longest side after resizing, one chosen per sample
-    crop: int = 448  # native-scale crop side (the other half of the samples)
+    # Native-scale crop side (the other half of the samples). Sizes above it are cropped to it after resizing:
+    # the registry enlarges small photos to 1280 px, so large faces must be seen large without whole 1280-px
+    # photos in every batch.
+    crop: int = 448
     min_face: float = 8.0  # px, shorter side after augmentation; smaller faces are painted over
     enabled: bool = True
 
@@ -41,7 +44,8 @@ def build_augmentation(config: AugmentConfig):
             ],
             p=1.0,
         ),
-        A.PadIfNeeded(min_height=min(config.sizes), min_width=min(config.sizes), fill=0),
+        *([A.RandomCrop(config.crop, config.crop, pad_if_needed=True, fill=0)] if size > config.crop else []),
+        A.PadIfNeeded(min_height=min(*config.sizes, config.crop), min_width=min(*config.sizes, config.crop), fill=0),
         A.HorizontalFlip(p=0.5),
     ]
     colour = Photometric().transforms()

@@ -145,10 +145,9 @@ def check_records(records: list[AnnotatedImage], source: str) -> None:
 def training_records(config: FinetuneConfig, data_root: Path | None = None) -> list[AnnotatedImage]:
     records = []
     for source in config.data["train"]:
-        repeat = int(source.get("repeat", 1))
-        found = load_records([{k: v for k, v in source.items() if k != "repeat"}], data_root)
+        found = load_records([source], data_root)
         check_records(found, json.dumps(source))
-        records.extend(found * repeat)
+        records.extend(found)
     return records
 
 

@@ -158,7 +158,8 @@ def resume_config(
     config_path = run_dir / "config.json"
     state = load_checkpoint(run_dir)
     if state is not None:
-        saved = json.loads(config_path.read_text())
+        # Fields added since the run started take their defaults.
+        saved = {**json.loads(json.dumps(asdict(type(config)()))), **json.loads(config_path.read_text())}
         given = json.loads(json.dumps(asdict(config)))  # tuples as lists, as the saved file has them
         kept = {name: given[name] for name in changeable}
         if {**saved, **kept} != given:
