@@ -112,7 +112,9 @@ def training_curves(detector: str, training_dir: Path = TRAINING_DIR) -> tuple[l
         if key not in ("epoch", "lr", "seconds")
     ]
     source = record["provenance"]
-    return rows, f"run `{record['run']}`, exported {source['date']} on {source['machine']}, commit {source['commit']}"
+    line = f"run `{record['run']}`, exported {source['date']} on {source['machine']}, commit {source['commit']}"
+    # where the run itself was elsewhere (a GPU machine), the record says so
+    return rows, line + (f". {record['note']}" if record.get("note") else "")
 
 
 PRIVACY_MEASURES = {

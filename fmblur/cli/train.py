@@ -127,6 +127,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
         crop=args.crop,
         init_weights=args.init,
         workers=args.workers,
+        warmup_steps=args.warmup,
         augment=not args.no_augment,
         weights_backbone=args.weights_backbone,
     )
@@ -237,6 +238,9 @@ def add_train_parser(commands) -> None:
     )
     detector.add_argument(
         "--workers", type=int, default=defaults.workers, help="processes preparing batches (default %(default)s)"
+    )
+    detector.add_argument(
+        "--warmup", type=int, default=defaults.warmup_steps, metavar="STEPS", help="learning-rate warm-up steps"
     )
     detector.add_argument("--no-augment", action="store_true", help="resize only")
     detector.add_argument(
