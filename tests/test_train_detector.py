@@ -263,3 +263,7 @@ def test_a_missing_initial_weights_file_is_one_clear_error(tmp_path, capsys):
     code = main(["train", "detector", "--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "run")])
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and "none.pt" in errors[0], errors
+    assert not (tmp_path / "run").exists()  # nothing half-started
+    for bad in (["--crop", "8"], ["--workers", "-1"]):
+        assert main(["train", "detector", *bad, "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()

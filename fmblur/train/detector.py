@@ -79,6 +79,10 @@ class DetectorTrainingConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         self.sizes = tuple(self.sizes)
+        if not self.sizes or min(self.sizes) < 32 or self.crop < 32:
+            raise ValueError(f"sizes and crop must be at least 32 px, got sizes {self.sizes} and crop {self.crop}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
 
 
 def load_records(sources: list[dict], data_root: Path | None = None) -> list[AnnotatedImage]:
@@ -150,9 +154,12 @@ def _learning_rate(config: DetectorTrainingConfig, step: int, total: int) -> flo
 
 
 def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_factory=None, data_root=None) -> Path:
-    config, state = resume_config(run_dir, config, changeable=("epochs", "save_every", "workers"))
+    # Bad data or a missing initial file stop here, before the run folder is written.
     train_records = load_records(config.data["train"], data_root)
     val_records = load_records(config.data.get("val", []), data_root)
+    if config.init_weights and not Path(config.init_weights).is_file():
+        raise FileNotFoundError(f"initial weights {config.init_weights} not found")
+    config, state = resume_config(run_dir, config, changeable=("epochs", "save_every", "workers"))
     augment = AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment)
     dataset = FaceDetectionDataset(train_records, augment)
     device = torch_device()
@@ -220,7 +227,7 @@ def initial_weights_data(config: DetectorTrainingConfig, shipped_card: dict) -> 
     """What the run's initial weights were trained on: the shipped card's data when they are the shipped file
     (cards written before they recorded data: the default mix), else unknown, which the licence treats as
     restricted."""
-    if Path(config.init_weights).name != Path(weights_path(config.backbone)).name:
+    if Path(config.init_weights).resolve() != weights_path(config.backbone).resolve():
         return ["unknown (initial weights)"]
     default = [source["split"] for source in DEFAULT_DATA["train"]]
     return shipped_card.get("train_data", default)
