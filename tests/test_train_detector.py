@@ -219,7 +219,8 @@ def test_sizes_above_the_crop_show_large_faces_large_in_crop_sized_samples():
 
 def test_a_run_started_from_weights_starts_from_them(tmp_path):
     """--init: with a learning rate too small to move anything, the run's weights are the initial file's."""
-    from fmblur.train.detector import DetectorTrainingConfig, read_weights, train
+    from fmblur.detectors.frcnn import read_weights
+    from fmblur.train.detector import DetectorTrainingConfig, train
 
     initial = tmp_path / "initial.pt"
     torch.manual_seed(1)

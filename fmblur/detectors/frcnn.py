@@ -122,6 +122,17 @@ def variant_status(backbone: str) -> str:
     return f"frcnn_{backbone}: not trained yet ({train_command(backbone)})"
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A Faster R-CNN state dict (fp32) from a file the training export wrote (fp16 or fp32)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no Faster R-CNN state dict")
+    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+
+
 @functools.cache
 def _load_model(backbone: str, device: str) -> FasterRCNN:
     path = weights_path(backbone)
@@ -130,9 +141,8 @@ def _load_model(backbone: str, device: str) -> FasterRCNN:
             f"frcnn_{backbone} has no trained weights at {path}; train it: {train_command(backbone)}"
         )
     verify_file(f"fasterrcnn_{backbone}", path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = build_fasterrcnn(backbone)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()})
+    model.load_state_dict(read_weights(path))
     return model.eval().to(device)
 
 

@@ -25,6 +25,7 @@ from fmblur.detectors.frcnn import (
     FasterRCNNDetector,
     build_fasterrcnn,
     cards_path,
+    read_weights,
     weights_path,
 )
 from fmblur.device import torch_device
@@ -34,6 +35,8 @@ from fmblur.resources import record_sha256
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 from fmblur.train.run_state import (
     EpochSteps,
+    batch_loader,
+    epoch_chunks,
     ignore_stop_signals,
     load_checkpoint,
     publish_history,
@@ -104,17 +107,6 @@ def _start_worker(dataset: FaceDetectionDataset, worker_id: int) -> None:
     dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A Faster R-CNN state dict (fp32) from a file `export` wrote (fp16 or fp32)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"initial weights {path} not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no Faster R-CNN state dict")
-    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
-
-
 class _InTraining(FasterRCNNDetector):
     """A registry-style detector around the model being trained, for validation."""
 
@@ -179,19 +171,12 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     )
 
     def batches(epoch: int, first_step: int):
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-        size = config.batch_size
-        chunks = [
-            [int(i) for i in order[step * size : (step + 1) * size]] for step in range(first_step, steps_per_epoch)
-        ]
-        if config.workers <= 0:
-            return (collate([dataset[i] for i in chunk]) for chunk in chunks)
-        return torch.utils.data.DataLoader(
+        chunks = epoch_chunks(config.seed, epoch, len(dataset), config.batch_size, first_step, steps_per_epoch)
+        return batch_loader(
             chunks,
-            batch_size=None,
-            collate_fn=lambda indices: collate([dataset[i] for i in indices]),
-            num_workers=config.workers,
-            worker_init_fn=functools.partial(_start_worker, dataset),
+            lambda indices: collate([dataset[i] for i in indices]),
+            config.workers,
+            functools.partial(_start_worker, dataset),
         )
 
     def train_step(batch, global_step: int) -> dict[str, float]:

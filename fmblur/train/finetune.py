@@ -36,7 +36,8 @@ from fmblur.train.retinaface_base import (
 )
 from fmblur.train.run_state import (
     EpochSteps,
-    ignore_stop_signals,
+    batch_loader,
+    epoch_chunks,
     load_checkpoint,
     resume_config,
     run_epochs,
@@ -199,17 +200,9 @@ def train(config: FinetuneConfig, run_dir: Path, log=print, progress_factory=Non
 
     def batches(epoch: int, first_step: int):
         dataset.epoch = epoch  # augmentation draws depend on the epoch, so a resumed run repeats them
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-        size = config.batch_size
-        chunks = [order[i * size : (i + 1) * size] for i in range(first_step, steps_per_epoch)]
+        chunks = epoch_chunks(config.seed, epoch, len(dataset), config.batch_size, first_step, steps_per_epoch)
         # One worker prepares the next batch while the two cores train on this one.
-        return torch.utils.data.DataLoader(
-            [[int(i) for i in chunk] for chunk in chunks],
-            batch_size=None,
-            collate_fn=lambda indices: collate([dataset[i] for i in indices]),
-            num_workers=1,
-            worker_init_fn=ignore_stop_signals,
-        )
+        return batch_loader(chunks, lambda indices: collate([dataset[i] for i in indices]), workers=1)
 
     def train_step(batch, global_step: int) -> dict[str, float]:
         for group in optimiser.param_groups:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from fmblur.atomic import atomic_target
@@ -49,6 +50,28 @@ def ignore_stop_signals(worker_id: int) -> None:
     and crash the run before it saves."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def epoch_chunks(seed: int, epoch: int, samples: int, batch_size: int, first_step: int, steps: int) -> list[list[int]]:
+    """The sample indices of each remaining step of an epoch: one shuffle per (seed, epoch), so a resumed run
+    continues the same order from `first_step`."""
+    order = np.random.default_rng([seed, epoch]).permutation(samples)
+    return [[int(i) for i in order[step * batch_size : (step + 1) * batch_size]] for step in range(first_step, steps)]
+
+
+def batch_loader(
+    chunks: list[list[int]],
+    make_batch: Callable[[list[int]], Any],
+    workers: int,
+    worker_init_fn: Callable[[int], None] = ignore_stop_signals,
+) -> Iterable:
+    """`make_batch(chunk)` for each chunk, prepared by `workers` DataLoader processes ahead of the training step
+    (0: in this process, one at a time)."""
+    if workers <= 0:
+        return (make_batch(chunk) for chunk in chunks)
+    return torch.utils.data.DataLoader(
+        chunks, batch_size=None, collate_fn=make_batch, num_workers=workers, worker_init_fn=worker_init_fn
+    )
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
