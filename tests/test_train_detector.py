@@ -191,14 +191,23 @@ def test_variant_settings_prefer_passes_that_find_the_large_faces():
     assert choose(rows, 0.0)["extra_sides"] == [], "no floor: the best recall"
 
 
-def test_the_training_split_divides_into_a_fitting_part_and_a_tuning_part():
+def test_the_training_split_divides_into_a_fitting_part_and_a_tuning_part(tmp_path):
+    """On a face-mask folder laid out like the shared one (annotations only; no photo is read)."""
     from fmblur.datasets import load_split
 
-    fit, tune, train = (load_split(name) for name in ("fmd-train-fit", "fmd-train-tune", "fmd-train"))
-    assert len(fit) == 200 and len(tune) == 40
+    annotations = tmp_path / "face_mask_detection" / "annotations"
+    annotations.mkdir(parents=True)
+    for n in range(300):
+        (annotations / f"maksssksksss{n}.xml").write_text(
+            f"<annotation><filename>maksssksksss{n}.png</filename></annotation>"
+        )
+    fit, tune, train, val = (
+        load_split(name, tmp_path) for name in ("fmd-train-fit", "fmd-train-tune", "fmd-train", "fmd-val")
+    )
+    assert len(fit) == 200 and len(tune) == 40 and len(val) == 60
     assert {r.path for r in fit}.isdisjoint(r.path for r in tune)
     assert {r.path for r in fit} | {r.path for r in tune} == {r.path for r in train}
-    assert {r.path for r in train}.isdisjoint(r.path for r in load_split("fmd-val"))
+    assert {r.path for r in train}.isdisjoint(r.path for r in val)
 
 
 def test_sizes_above_the_crop_show_large_faces_large_in_crop_sized_samples():

@@ -146,11 +146,11 @@ def _learning_rate(config: DetectorTrainingConfig, step: int, total: int) -> flo
 
 
 def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_factory=None, data_root=None) -> Path:
-    # Bad data or a missing initial file stop here, before the run folder is written.
-    train_records = load_records(config.data["train"], data_root)
-    val_records = load_records(config.data.get("val", []), data_root)
+    # A missing initial file or bad data stop here, before the run folder is written.
     if config.init_weights and not Path(config.init_weights).is_file():
         raise FileNotFoundError(f"initial weights {config.init_weights} not found")
+    train_records = load_records(config.data["train"], data_root)
+    val_records = load_records(config.data.get("val", []), data_root)
     config, state = resume_config(run_dir, config, changeable=("epochs", "save_every", "workers"))
     augment = AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment)
     dataset = FaceDetectionDataset(train_records, augment)
