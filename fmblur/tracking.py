@@ -13,8 +13,10 @@ Every detection at the detector's threshold is always hidden; tracking only ever
 
 Video is known whole before it is written (`fmblur.video` reads it twice), so `complete_plan` then works
 offline over every frame's regions: a track's gaps of up to `max_gap` frames are interpolated, and each track
-is carried back up to `lookback` frames before its first frame (along the weak candidates there, else
-extrapolated with its starting motion), so a face is hidden from the frame it came into view.
+is carried back up to `lookback` frames before its first frame and on up to `lookahead` frames after its last
+detection, along the camera's measured motion (`camera_motion`: pan, zoom, cuts) and the face's own, snapping
+to weak candidates on the way, so a face is hidden from the frame it came into view to the frame it left,
+even where the detector found it in only part of them. A cut ends a carry.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fmblur.camera_motion import STILL, FrameMotion, moved_back, moved_on
 from fmblur.face import Face
 from fmblur.geometry import iou_matrix
 
@@ -33,6 +36,13 @@ from fmblur.geometry import iou_matrix
 WEAK_TRACK_IDS = 1_000_000
 # A candidate continues a track backwards (or a weak track) when their boxes overlap this much.
 CHAIN_IOU = 0.3
+# Carrying a face beyond its track: its own motion is measured over this many frames at that end, counts only
+# when it moved more than this share of its size there (less is the jitter of detected boxes), and the box
+# grows by the distance it may have strayed, up to this share of its size on each side.
+REPEAT_IOU = 0.9  # a carried region overlapping another region of its frame this much repeats it
+OWN_MOTION_SPAN = 10
+OWN_MOTION_JITTER = 0.15
+MAX_DRIFT = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,11 @@ class TrackingOptions:
     hold_frames: int = 10  # frames a lost track stays covered at its predicted position
     pad: float = 0.1  # tracked boxes grow by this share of their size on every side
     smoothing: float = 0.6  # weight of the newest box in the moving average (1 = no smoothing)
-    lookback: int = 15  # frames before a track's first frame in which it is also covered (0 = off)
+    # Frames before a track's first frame / after its last detection in which it is also covered, carried
+    # along the camera's motion (0 = off). Long (6 s at 25 fps): a face is hidden from the frame it came into
+    # view, however long the detector took to find it; cuts and the picture's edges end a carry sooner.
+    lookback: int = 150
+    lookahead: int = 150
     detect_every: int = 1  # run the detector on every k-th frame only, tracking in between (1 = every frame)
     weak_ratio: float = 0.5  # candidates scoring this share of the detector's threshold are weak evidence (1 = off)
     confirm_frames: int = 3  # frames in a row a weak-only face must be seen in the same place to be hidden
@@ -53,8 +67,8 @@ class TrackingOptions:
     keyframe_detector: str = "thorough"  # a slower, stronger detector (or preset) for those key frames
 
     def __post_init__(self) -> None:
-        if self.hold_frames < 0 or self.lookback < 0 or self.max_gap < 0:
-            raise ValueError("hold_frames, lookback and max_gap must be zero or more")
+        if min(self.hold_frames, self.lookback, self.lookahead, self.max_gap) < 0:
+            raise ValueError("hold_frames, lookback, lookahead and max_gap must be zero or more")
         if not 0.0 <= self.pad <= 1.0:
             raise ValueError(f"pad must be in [0, 1], got {self.pad}")
         if not 0.0 < self.smoothing <= 1.0:
@@ -100,7 +114,7 @@ class CoveredFace:
 
     source: "detected" (at the threshold, or a weaker candidate continuing a track), "weak" (a weak-only face
     confirmed by persistence), "held" (track lost or between detections), "interpolated" (across a gap),
-    "lookback" (before the track's first frame)."""
+    "lookback" (before the track's first frame), "carried" (after the track's last detection, beyond `held`)."""
 
     face: Face
     track_id: int
@@ -114,6 +128,7 @@ class TrackedFrame:
 
     covered: list[CoveredFace]
     candidates: list[Face] = field(default_factory=list)
+    motion: FrameMotion = STILL  # how the picture moved since the previous frame (`camera_motion`)
 
 
 @dataclass
@@ -290,9 +305,24 @@ def complete_plan(plan: list[TrackedFrame], options: TrackingOptions, size: tupl
         for before, after in itertools.pairwise(indices):
             if 1 < after - before <= options.max_gap + 1:
                 _interpolate(covered, frames[before], frames[after], before, after, track_id)
-        if options.lookback:
-            _carry_back(covered, plan, frames, indices, options, size, track_id)
-    return covered
+        for step in (-1, 1):
+            _carry(covered, plan, frames, indices, len(plan), options, size, track_id, step)
+    return [_without_repeats(regions) for regions in covered]
+
+
+def _without_repeats(regions: list[CoveredFace]) -> list[CoveredFace]:
+    """Carried regions that repeat another region of the frame (carried tracks that met the same weak
+    candidate, or a track carried onto its own later re-detection) are left out: they hide nothing more and
+    each costs a blur."""
+    carried = [r for r in regions if r.source in ("lookback", "carried")]
+    if not carried:
+        return regions
+    kept = [r for r in regions if r.source not in ("lookback", "carried")]
+    for region in sorted(carried, key=lambda r: -r.face.width * r.face.height):
+        boxes = np.array([k.face.box for k in kept], np.float64).reshape(-1, 4)
+        if not len(boxes) or iou_matrix(np.asarray(region.face.box, np.float64)[None], boxes).max() < REPEAT_IOU:
+            kept.append(region)
+    return kept
 
 
 def _interpolate(covered, first: CoveredFace, last: CoveredFace, start: int, end: int, track_id: int) -> None:
@@ -303,32 +333,62 @@ def _interpolate(covered, first: CoveredFace, last: CoveredFace, start: int, end
         covered[index].append(CoveredFace(first.face.moved_to(box), track_id, "interpolated"))
 
 
-def _carry_back(covered, plan, frames, indices, options: TrackingOptions, size, track_id: int) -> None:
-    """Cover the track in the `lookback` frames before its first: along the weak candidates overlapping it,
-    frame by frame backwards; where there is none, moved back by its starting motion and grown by it."""
-    first = frames[indices[0]]
-    box = np.asarray((first.detected or first.face).box, np.float64)
-    motion = np.zeros(2)
-    if len(indices) > 1:
-        later = np.asarray((frames[indices[1]].detected or frames[indices[1]].face).box, np.float64)
-        motion = ((later[:2] + later[2:]) - (box[:2] + box[2:])) / 2 / (indices[1] - indices[0])
+def _own_motion(plan: list[TrackedFrame], frames: dict[int, CoveredFace], start: int, end: int) -> np.ndarray:
+    """The face's own motion per frame between two of its frames (x, y): how its box's centre moved from
+    `start` to `end`, less what the camera's motion accounts for; none when that is within the jitter of
+    detected boxes (people who stand still in a moving picture)."""
+    first, second = (np.asarray((frames[i].detected or frames[i].face).box, np.float64) for i in (start, end))
+    predicted = first
+    for index in range(start + 1, end + 1):
+        predicted = moved_on(predicted, plan[index].motion)
+    moved = ((second[:2] + second[2:]) - (predicted[:2] + predicted[2:])) / 2
+    size = second[2:] - second[:2]
+    if end == start or np.all(np.abs(moved) < OWN_MOTION_JITTER * size):
+        return np.zeros(2)
+    return moved / (end - start)
+
+
+def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOptions, size, track_id: int, step: int):
+    """Cover the track in up to `lookback` frames before its first (step -1) or `lookahead` frames after its last
+    (step 1), never across a cut: frame by frame, moved by the camera's motion and the face's own motion at that
+    end of the track, then onto a weak candidate there when one overlaps it. A box that rests on extrapolation
+    alone grows by the face's own motion; frames where it is out of the picture get nothing (with a moving camera
+    a face that left the picture can come back into it)."""
+    # The ends of what the detector saw: held boxes after a track's last detection are predictions.
+    indices = [i for i in indices if frames[i].source in ("detected", "weak")]
+    if not indices:
+        return
+    end = indices[0] if step < 0 else indices[-1]
+    box = np.asarray((frames[end].detected or frames[end].face).box, np.float64)
+    # Own motion measured over up to OWN_MOTION_SPAN frames at this end: two neighbouring boxes differ by jitter.
+    if step < 0:
+        own = _own_motion(plan, frames, end, max(i for i in indices if i - end <= OWN_MOTION_SPAN))
+    else:
+        own = _own_motion(plan, frames, min(i for i in indices if end - i <= OWN_MOTION_SPAN), end)
+    limit = MAX_DRIFT * (box[2:] - box[:2])
+    drift = np.zeros(2)
     width, height = size
-    for step in range(1, options.lookback + 1):
-        index = indices[0] - step
-        if index < 0:
-            return
-        # Weak candidates there, and detections ByteTrack had not given an id yet (a track's first frame).
+    index = end
+    for _ in range(options.lookback if step < 0 else options.lookahead):
+        later = index if step < 0 else index + 1  # the frame whose motion links this step's two frames
+        if index + step < 0 or index + step >= frame_count or plan[later].motion.cut:
+            return  # the clip's ends, or a cut: the face's shot ends there
+        index += step
+        moved = moved_back(box, plan[later].motion) if step < 0 else moved_on(box, plan[later].motion)
+        box = moved + step * np.tile(own, 2)
+        # Weak candidates there, and detections ByteTrack had not given an id (a track's first frame).
         candidates = plan[index].candidates + [
             r.detected for r in plan[index].covered if r.track_id < 0 and r.detected is not None
         ]
         overlaps = iou_matrix(box[None], np.array([c.box for c in candidates], np.float64))[0] if candidates else []
         if len(overlaps) and overlaps.max() >= CHAIN_IOU:
             box = np.asarray(candidates[int(np.argmax(overlaps))].box, np.float64)
-            grow = np.zeros(2)
+            drift = np.zeros(2)
         else:
-            box = box - np.tile(motion, 2)
-            grow = motion * step
+            drift = np.minimum(drift + np.abs(own), limit)
         if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
-            return  # the face had not come into view yet
-        cover = _grow(box, options.pad, grow)
-        covered[index].append(CoveredFace(first.face.moved_to(cover), track_id, "lookback"))
+            continue  # out of the picture here
+        cover = _grow(box, options.pad, drift)
+        covered[index].append(
+            CoveredFace(frames[end].face.moved_to(cover), track_id, "lookback" if step < 0 else "carried")
+        )

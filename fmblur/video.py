@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from fmblur.atomic import atomic_target
+from fmblur.camera_motion import CameraMotion
 from fmblur.detectors import create_detector
 from fmblur.identity.privacy import PrivacyReport
 from fmblur.identity.tracks import TrackIdentities, link_untracked
@@ -54,7 +55,7 @@ from fmblur.video_io import (
 __all__ = ["VIDEO_SUFFIXES", "VideoReadError", "VideoReport", "anonymize_video", "video_duration"]
 
 # Regions covered for these reasons rest on tracking, not on a detection in that frame: the review list.
-INFERRED_SOURCES = ("weak", "held", "interpolated", "lookback")
+INFERRED_SOURCES = ("weak", "held", "interpolated", "lookback", "carried")
 
 
 @dataclass
@@ -71,7 +72,7 @@ class VideoReport:
     timings_ms: dict[str, float] = field(default_factory=dict)
     tracks_file: Path | None = None
     kept_tracks: list[int] = field(default_factory=list)  # tracks an identity selection left visible
-    # Per track: the frames where it was covered without a detection there (weak, held, interpolated, lookback).
+    # Per track: the frames where it was covered without a detection there (`INFERRED_SOURCES`).
     review: list[dict] = field(default_factory=list)
     privacy: PrivacyReport | None = None  # over the frames measured (one a second), with a privacy meter
 
@@ -102,8 +103,10 @@ def find_and_track(
     progress=None,
 ) -> tuple[list[TrackedFrame], tuple[int, int]]:
     """The first reading: every frame's faces (the pipeline's first stage, down to the weak floor) linked by
-    the tracker. Returns the per-frame plan and the frame size (width, height)."""
+    the tracker, and how the picture moved since the frame before (for carrying faces back along a moving
+    camera). Returns the per-frame plan and the frame size (width, height)."""
     tracker = FaceTracker(tracking, fps, anonymizer.detector.threshold)
+    camera = CameraMotion() if tracking.enabled else None
     # Key frames from the frame detector itself would only repeat its pass.
     key_frames = tracking.keyframe_every and tracking.keyframe_detector != anonymizer.detector.name
     key_detector = create_detector(tracking.keyframe_detector) if key_frames else None
@@ -124,6 +127,10 @@ def find_and_track(
             faces[len(known) :] = anonymizer.landmarks.apply(frame.image, faces[len(known) :])
             timings.lap("key frames")
         tracked = tracker.update(faces)
+        timings.lap("tracking")
+        if camera is not None:
+            tracked.motion = camera.update(frame.image)
+            timings.lap("camera motion")
         if identities is not None and faces is not None:
             identities.observe(frame.image, tracked.covered)
         plan.append(tracked)

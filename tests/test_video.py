@@ -285,3 +285,42 @@ def test_key_frames_of_a_stronger_detector_hide_a_face_the_frame_detector_never_
     assert all(covered), f"frames not covered: {[i for i, c in enumerate(covered) if not c]}"
     without = anonymize_video(source, tmp_path / "plain.mp4", Anonymizer("retinaface", obfuscation=RED))
     assert all(red_share(frame) < 0.01 for frame in decode(without.output))
+
+
+def _panned(source: np.ndarray, lefts: list[int]) -> list[np.ndarray]:
+    return [np.ascontiguousarray(source[:, left : left + 304]) for left in lefts]
+
+
+def test_a_face_is_hidden_along_the_camera_pan_before_its_first_detection(tmp_path, clip_frames):
+    """The camera pans right for 20 frames and back for 20 over a face in deep shadow (its region at 4 %
+    brightness: RetinaFace finds it in no frame, not even as weak evidence), then stands still while the face
+    is lit, and found, from frame 40. The face is hidden where it was in every earlier frame: carried back
+    along the camera's measured motion, not left where it was first found (up to 70 px away)."""
+    source = cv2.resize(clip_frames[26], None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    shadow = source.copy()
+    shadow[40:270, 150:340] = (source[40:270, 150:340] * 0.04).astype(np.uint8)
+    lefts = [80 + round(3.5 * i) for i in range(20)] + [150 - round(3.5 * i) for i in range(20)] + [80] * 20
+    frames = _panned(shadow, lefts[:40]) + _panned(source, lefts[40:])
+    detector = create_detector("retinaface")
+    (found,) = detector.detect(frames[40])
+    face_at = [np.asarray(found.box) - [left - 80, 0, left - 80, 0] for left in lefts]
+    weak_floor = create_detector("retinaface", threshold=0.25)
+    for index in range(40):
+        candidates, scores = boxes(weak_floor.detect(frames[index]))
+        assert (match_detections(face_at[index][None], candidates, scores, iou=0.3) < 0).all(), "precondition"
+    source_path = write_clip(tmp_path / "pan.mp4", frames)
+
+    def covered_share(output: list[np.ndarray]) -> list[float]:
+        shares = []
+        for frame, (x1, y1, x2, y2) in zip(output, face_at, strict=True):
+            box = frame[int(y1) : int(y2), max(0, int(x1)) : int(x2)]
+            shares.append(float(((box[..., 0] > 200) & (box[..., 1] < 60) & (box[..., 2] < 60)).mean()))
+        return shares
+
+    report = anonymize_video(source_path, tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED))
+    shares = covered_share(decode(report.output))
+    assert min(shares) > 0.9, f"face not hidden in frames {[i for i, s in enumerate(shares) if s <= 0.9]}"
+    assert any(item["source"] == "lookback" for item in report.review)
+    no_lookback = TrackingOptions(lookback=0)
+    plain = anonymize_video(source_path, tmp_path / "plain.mp4", Anonymizer("retinaface", obfuscation=RED), no_lookback)
+    assert max(covered_share(decode(plain.output))[:25]) < 0.1

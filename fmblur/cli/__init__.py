@@ -26,6 +26,7 @@ TRACKING_FLAGS = (
     ("--pad", "pad", float, "grow tracked boxes by this share"),
     ("--smoothing", "smoothing", float, "weight of the newest box"),
     ("--lookback", "lookback", int, "also cover a new face this many frames before its first detection"),
+    ("--lookahead", "lookahead", int, "also cover a lost face this many frames after its last detection"),
     ("--detect-every", "detect_every", int, "detect on every k-th frame, track between"),
     ("--weak-ratio", "weak_ratio", float, "candidates at this share of the threshold are weak evidence (1 = off)"),
     ("--confirm-frames", "confirm_frames", int, "frames in a row that confirm a face seen only weakly"),
