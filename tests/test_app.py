@@ -230,7 +230,8 @@ def test_video_request(client, tmp_path, server_tmp):
     # The face is found in frame 0 and tracked from frame 1: frame 0's cover is also carried back from the track,
     # which the review gallery lists with a caption naming the track, the reason and the frames.
     captions = [item["caption"] for item in review]
-    assert captions and all(re.match(r"track -?\d+ · (weak|held|interpolated|lookback|carried) · frames ", c) for c in captions)
+    caption_form = r"track -?\d+ · (weak|held|interpolated|lookback|carried) · frames "
+    assert captions and all(re.match(caption_form, c) for c in captions)
     # The request's own working folder is removed once the answer is out.
     time.sleep(7)
     assert (server_tmp / "gradio").is_dir(), "the server works in the test's TMPDIR"

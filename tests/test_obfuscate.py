@@ -37,6 +37,7 @@ CONFIGS = [
     ObfuscationConfig(mode="mosaic", shape="box"),
     ObfuscationConfig(mode="solid", shape="ellipse", fill_color=(255, 0, 0)),
     ObfuscationConfig(mode="gaussian", kernel=25, feather=0.2),
+    ObfuscationConfig(mode="gaussian", grain=12),
 ]
 
 
@@ -134,7 +135,15 @@ def test_solid_fill_colour_and_empty_face_list(example, detected):
 
 @pytest.mark.parametrize(
     "options",
-    [{"kernel": 4}, {"kernel": 67}, {"mode": "swirl"}, {"shape": "star"}, {"mask_scale": 0.5}, {"feature_kernel": 2}],
+    [
+        {"kernel": 4},
+        {"kernel": 67},
+        {"mode": "swirl"},
+        {"shape": "star"},
+        {"mask_scale": 0.5},
+        {"feature_kernel": 2},
+        {"grain": -1},
+    ],
 )
 def test_bad_settings_are_rejected(options):
     with pytest.raises(ValueError):
@@ -169,3 +178,29 @@ def test_the_ellipse_hides_each_detected_box_whole_corners_included(example):
         assert covered[y1:y2, x1:x2].all()
         corner = (slice(y1, y1 + 3), slice(x1, x1 + 3))
         assert (output[corner] != example.image[corner]).any()
+
+
+def test_grain_is_fresh_each_time_and_keeps_soft_faces_from_matching_their_originals(examples):
+    """Faces of the example photos enlarged 5x (as a zooming camera shows small faces) are smooth at pixel
+    scale: blurred, SSIM still rates many of their boxes as like the originals (0.6 or more). Noise over the
+    blur is new on every call (nothing to subtract) and brings every box under 0.6."""
+    from skimage.metrics import structural_similarity
+
+    plain_similar = 0
+    for example in examples:
+        for x1, y1, x2, y2 in example.boxes.astype(int):
+            margin = x2 - x1
+            crop = example.image[max(0, y1 - margin) : y2 + margin, max(0, x1 - margin) : x2 + margin]
+            soft = cv2.resize(crop, None, fx=5, fy=5, interpolation=cv2.INTER_LINEAR)
+            left, top = 5 * (x1 - max(0, x1 - margin)), 5 * (y1 - max(0, y1 - margin))
+            face = Face(box=(left, top, left + 5 * (x2 - x1), top + 5 * (y2 - y1)), score=1.0)
+
+            def box_similarity(output: np.ndarray, face: Face = face, soft: np.ndarray = soft) -> float:
+                grey = [cv2.cvtColor(face_pixels(image, face), cv2.COLOR_RGB2GRAY) for image in (soft, output)]
+                return structural_similarity(*grey)
+
+            plain_similar += box_similarity(obfuscate(soft, [face], ObfuscationConfig())) >= 0.6
+            grainy = [obfuscate(soft, [face], ObfuscationConfig(grain=12)) for _ in range(2)]
+            assert not np.array_equal(*grainy)
+            assert all(box_similarity(output) < 0.6 for output in grainy)
+    assert plain_similar >= 10, "precondition: blurred soft faces that SSIM rates as like their originals"

@@ -118,6 +118,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_detector: st
     group.add_argument(
         "--feather", type=float, default=defaults.feather, help="soft inner edge, fraction of region size"
     )
+    group.add_argument(
+        "--grain", type=float, default=defaults.grain, help="noise (grey levels) over blurred regions, 0 = none"
+    )
     group = parser.add_argument_group("identity (dlib face embeddings)")
     choice = group.add_mutually_exclusive_group()
     choice.add_argument("--keep", nargs="+", metavar="PHOTO", help="leave the people in these photos visible")
