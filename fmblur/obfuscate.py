@@ -264,8 +264,10 @@ _NOISE = np.random.default_rng()  # seeded from the OS: the noise must not be re
 
 
 def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
-    noise = _NOISE.normal(0.0, sigma, patch.shape).astype(np.float32)
-    return np.clip(patch.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    noisy = _NOISE.standard_normal(patch.shape, dtype=np.float32)
+    noisy *= sigma
+    noisy += patch
+    return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
 
 
 def obfuscate(image: np.ndarray, faces: Sequence[Face], config: ObfuscationConfig) -> np.ndarray:
