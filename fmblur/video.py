@@ -253,7 +253,7 @@ def anonymize_video(
             linked = link_untracked(plan)
             kept_tracks = sorted(t for t, d in decisions.items() if not d.hide)
             plan = [
-                [c for c, track in zip(regions, ids, strict=True) if track < 0 or track not in kept_tracks]
+                _hidden_regions(regions, ids, kept_tracks, anonymizer.obfuscation.mask_scale)
                 for regions, ids in zip(plan, linked, strict=True)
             ]
             timings.lap("identity")
@@ -307,6 +307,44 @@ def anonymize_video(
         review=review_list(plan, reader.fps),
         privacy=_merged(privacy_reports),
     )
+
+
+# A region carried beyond its track's detections is left out where it would cover this much of a kept person's
+# face detected in that frame: the detection there outweighs an extrapolation (typically a false positive on the
+# person's shirt, carried back along their motion until it reaches their chin).
+KEPT_FACE_SHARE = 0.2
+
+
+def _hidden_regions(
+    regions: list[CoveredFace], ids: list[int], kept_tracks: list[int], mask_scale: float
+) -> list[CoveredFace]:
+    """A frame's regions once an identity selection has decided: kept tracks' regions are left out, and so are
+    regions carried beyond their track whose obfuscated area (the box grown by `mask_scale`) would cover a kept
+    face detected in this frame."""
+    kept_faces = [
+        np.asarray(c.face.box, np.float64)
+        for c, track in zip(regions, ids, strict=True)
+        if track in kept_tracks and c.source == "detected"
+    ]
+    hidden = []
+    for region, track in zip(regions, ids, strict=True):
+        if track >= 0 and track in kept_tracks:
+            continue
+        if region.source in ("lookback", "carried") and kept_faces:
+            x1, y1, x2, y2 = region.face.box
+            grow_x, grow_y = (x2 - x1) * (mask_scale - 1) / 2, (y2 - y1) * (mask_scale - 1) / 2
+            area = np.array([x1 - grow_x, y1 - grow_y, x2 + grow_x, y2 + grow_y])
+            if any(_covered_share(face, area) >= KEPT_FACE_SHARE for face in kept_faces):
+                continue
+        hidden.append(region)
+    return hidden
+
+
+def _covered_share(face: np.ndarray, cover: np.ndarray) -> float:
+    """The share of `face`'s box inside `cover`."""
+    width = max(0.0, min(face[2], cover[2]) - max(face[0], cover[0]))
+    height = max(0.0, min(face[3], cover[3]) - max(face[1], cover[1]))
+    return width * height / max((face[2] - face[0]) * (face[3] - face[1]), 1e-6)
 
 
 def _merged(reports: list[PrivacyReport]) -> PrivacyReport | None:
