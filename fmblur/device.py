@@ -7,8 +7,12 @@ ran (`runtime`), since onnxruntime quietly falls back to the CPU when its CUDA p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import onnxruntime as ort
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 _selected = "auto"
@@ -22,8 +26,8 @@ def onnx_has_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def select_device(requested: str) -> str:
-    """Use `requested` for every model loaded from now on; returns the device models will run on.
+def select_device(requested: str) -> None:
+    """Use `requested` for every model loaded from now on (`resolved_device` says where torch models go).
 
     `cuda` without a GPU visible to PyTorch, or without onnxruntime's CUDA build (requirements-gpu.txt),
     is one clear error rather than a silent run on the CPU."""
@@ -31,7 +35,7 @@ def select_device(requested: str) -> str:
     if requested not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {requested!r}")
     if requested == "cuda":
-        if not torch.cuda.is_available():
+        if not _torch_has_cuda():
             raise DeviceUnavailable("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu or auto)")
         if not onnx_has_cuda():
             raise DeviceUnavailable(
@@ -39,7 +43,6 @@ def select_device(requested: str) -> str:
                 "(pip install -r requirements-gpu.txt)"
             )
     _selected = requested
-    return resolved_device()
 
 
 def selected_device() -> str:
@@ -47,12 +50,20 @@ def selected_device() -> str:
     return _selected
 
 
+def _torch_has_cuda() -> bool:
+    import torch  # here, not at the top: the ONNX detectors that run by default need no torch (3 s to import)
+
+    return torch.cuda.is_available()
+
+
 def resolved_device() -> str:
     """cpu or cuda: where torch models go under the current choice."""
-    return "cuda" if _selected != "cpu" and torch.cuda.is_available() else "cpu"
+    return "cuda" if _selected != "cpu" and _torch_has_cuda() else "cpu"
 
 
 def torch_device() -> torch.device:
+    import torch
+
     return torch.device(resolved_device())
 
 

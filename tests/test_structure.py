@@ -145,3 +145,17 @@ print("\\n".join(p for p in opened if not p.endswith((".py", ".pyc")) and ".egg-
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_anonymising_with_the_default_detectors_imports_no_torch(example, tmp_path):
+    """The default detectors and landmarks run in onnxruntime; torch (about 3 s to import, more than the
+    anonymisation of a photo) is imported only by what needs it: the Faster R-CNN variants, MTCNN, the ResNet18
+    landmarks, training and evaluation."""
+    script = (
+        "import sys; from fmblur.cli import main; "
+        f"code = main(['image', {str(example.path)!r}, '-o', {str(tmp_path)!r}, '-q']); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.split() == ["0", "False"]
+    assert any(tmp_path.iterdir()), "the photo was anonymised"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fmblur.datasets import read_coco, read_source, read_voc, read_wider
-from fmblur.detectors.frcnn import build_fasterrcnn
+from fmblur.detectors.frcnn_model import build_fasterrcnn
 from fmblur.metrics import Predictions, coco_metrics
 from fmblur.train.detector import TRAINING_OPTIONS
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
@@ -228,7 +228,7 @@ def test_sizes_above_the_crop_show_large_faces_large_in_crop_sized_samples():
 
 def test_a_run_started_from_weights_starts_from_them(tmp_path):
     """--init: with a learning rate too small to move anything, the run's weights are the initial file's."""
-    from fmblur.detectors.frcnn import read_weights
+    from fmblur.detectors.frcnn_model import read_weights
     from fmblur.train.detector import DetectorTrainingConfig, train
 
     initial = tmp_path / "initial.pt"

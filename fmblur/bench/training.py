@@ -17,7 +17,8 @@ import time
 import numpy as np
 import torch
 
-from fmblur.detectors.frcnn import BACKBONES, build_fasterrcnn
+from fmblur.detectors.frcnn import BACKBONES
+from fmblur.detectors.frcnn_model import build_fasterrcnn
 from fmblur.train.detector import TRAINING_OPTIONS, DetectorTrainingConfig, load_records
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
 

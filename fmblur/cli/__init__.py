@@ -15,7 +15,6 @@ from fmblur.cli.common import (
     usage_error,
 )
 from fmblur.cli.evaluate import add_eval_parser
-from fmblur.cli.train import add_train_parser
 from fmblur.device import DeviceUnavailable, select_device
 from fmblur.pipeline import VIDEO_DETECTOR, VIDEO_KEYFRAME_EVERY
 from fmblur.tracking import TrackingOptions
@@ -41,7 +40,13 @@ TRACKING_FLAGS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+TRAIN_HELP = "train the project's models (resumable, CPU or CUDA)"
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line. `fmblur train`'s options are built only when it is the command (`argv`, default
+    sys.argv): they come from the trainers' modules, which import torch (about 3 s that anonymising with the
+    ONNX detectors never needs)."""
     parser = argparse.ArgumentParser(prog="fmblur", description="Anonymise faces, masked or not, in images and videos.")
     commands = parser.add_subparsers(dest="command", required=True)
     image = commands.add_parser("image", help="anonymise image files or folders (recursive)")
@@ -81,12 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_arguments(video, default_detector=VIDEO_DETECTOR)
     video.set_defaults(run=run_video)
     add_eval_parser(commands)
-    add_train_parser(commands)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if next((word for word in words if not word.startswith("-")), None) == "train":
+        from fmblur.cli.train import add_train_parser
+
+        add_train_parser(commands, TRAIN_HELP)
+    else:
+        commands.add_parser("train", help=TRAIN_HELP)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if hasattr(args, "device"):
         try:
             select_device(args.device)

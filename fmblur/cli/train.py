@@ -203,8 +203,8 @@ def run_train_variant_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_parser(commands) -> None:
-    training = commands.add_parser("train", help="train the project's models (resumable, CPU or CUDA)")
+def add_train_parser(commands, help_text: str) -> None:
+    training = commands.add_parser("train", help=help_text)
     models = training.add_subparsers(dest="model", required=True)
     landmarks = models.add_parser("landmarks", help="the ResNet18 landmark regressor, distilled from RetinaFace + dlib")
     defaults = LandmarkTrainingConfig()

@@ -7,7 +7,6 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fmblur.detectors.base import DetectorUnavailable, RawDetections, SinglePassDetector
 from fmblur.detectors.registry import register
@@ -45,9 +44,15 @@ class MTCNNDetector(SinglePassDetector):
         self._mtcnn = _load_mtcnn(self.min_face_size, resolved_device())
 
     def runtime(self) -> str:
-        return f"torch {torch.device(self._mtcnn.device).type}" if self._loaded else super().runtime()
+        if not self._loaded:
+            return super().runtime()
+        import torch
+
+        return f"torch {torch.device(self._mtcnn.device).type}"
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
+        import torch  # loaded with facenet-pytorch by _load; not at import (3 s the ONNX detectors never need)
+
         with torch.inference_mode():
             boxes, scores, points = self._mtcnn.detect(image, landmarks=True)
         if boxes is None:  # facenet-pytorch signals "no face" with None

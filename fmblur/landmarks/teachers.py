@@ -20,8 +20,8 @@ import numpy as np
 from fmblur.datasets import AnnotatedImage, load_split
 from fmblur.geometry import inter_ocular, match_detections
 from fmblur.image_io import read_image
+from fmblur.landmarks.crops import apply_affine, crop_transform, warp_crop
 from fmblur.landmarks.dlib68 import predict_68, reduce_68_to_5
-from fmblur.landmarks.resnet18 import apply_affine, crop_transform, warp_crop
 
 MIN_FACE = 20  # px, shorter side of the ground-truth box: below this the teachers' points are guesses
 TEACHER_IOU = 0.4  # a RetinaFace detection belongs to a ground-truth face at this IoU

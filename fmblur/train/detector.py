@@ -19,15 +19,8 @@ import numpy as np
 import torch
 
 from fmblur.datasets import AnnotatedImage, read_source
-from fmblur.detectors.frcnn import (
-    BACKBONES,
-    INFERENCE_UPSCALE_TO,
-    FasterRCNNDetector,
-    build_fasterrcnn,
-    cards_path,
-    read_weights,
-    weights_path,
-)
+from fmblur.detectors.frcnn import BACKBONES, INFERENCE_UPSCALE_TO, FasterRCNNDetector, cards_path, weights_path
+from fmblur.detectors.frcnn_model import build_fasterrcnn, read_weights
 from fmblur.device import torch_device
 from fmblur.image_io import read_image
 from fmblur.metrics import Predictions, coco_metrics, operating_metrics
