@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fmblur.geometry import apply_affine
+
 WORK_WIDTH = 320  # px: motion is measured on a copy this wide (translations scaled back to full size)
 MIN_POINTS = 8  # fewer tracked corners than this: no reliable motion, taken as none
 # Correlation between a frame and its motion-compensated predecessor below which the frame starts a new shot.
@@ -85,9 +87,8 @@ def _is_cut(predicted: np.ndarray, current: np.ndarray) -> bool:
 def moved_box(box: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """A box mapped by a 2x3 transform (its corners' bounding box)."""
     x1, y1, x2, y2 = box
-    corners = np.array([[x1, y1, 1.0], [x2, y1, 1.0], [x1, y2, 1.0], [x2, y2, 1.0]])
-    points = corners @ np.asarray(matrix, np.float64).T
-    return np.array([points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()])
+    points = apply_affine(matrix, [[x1, y1], [x2, y1], [x1, y2], [x2, y2]])
+    return np.concatenate([points.min(axis=0), points.max(axis=0)])
 
 
 def moved_back(box: np.ndarray, motion: FrameMotion) -> np.ndarray:

@@ -54,6 +54,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.array(keep, np.int64)
 
 
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 2) points mapped by a 2x3 affine matrix."""
+    points, matrix = np.asarray(points, np.float64).reshape(-1, 2), np.asarray(matrix, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
 def inter_ocular(points: np.ndarray) -> np.ndarray:
     """Distance between the two eye points of (..., 5, 2) arrays."""
     return np.linalg.norm(points[..., 0, :] - points[..., 1, :], axis=-1)

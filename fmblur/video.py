@@ -30,6 +30,7 @@ from fmblur.camera_motion import CameraMotion
 from fmblur.detectors import create_detector
 from fmblur.identity.privacy import PrivacyReport
 from fmblur.identity.tracks import TrackIdentities, link_untracked
+from fmblur.obfuscate import region_box
 from fmblur.pipeline import Anonymizer, StageTimer
 from fmblur.tracking import (
     CoveredFace,
@@ -106,7 +107,8 @@ def find_and_track(
     the tracker, and how the picture moved since the frame before (for carrying faces back along a moving
     camera). Returns the per-frame plan and the frame size (width, height)."""
     tracker = FaceTracker(tracking, fps, anonymizer.detector.threshold)
-    camera = CameraMotion() if tracking.enabled else None
+    # The camera's motion is only used to carry tracks beyond their detections.
+    camera = CameraMotion() if tracking.enabled and (tracking.lookback or tracking.lookahead) else None
     # Key frames from the frame detector itself would only repeat its pass.
     key_frames = tracking.keyframe_every and tracking.keyframe_detector != anonymizer.detector.name
     key_detector = create_detector(tracking.keyframe_detector) if key_frames else None
@@ -253,7 +255,7 @@ def anonymize_video(
             linked = link_untracked(plan)
             kept_tracks = sorted(t for t, d in decisions.items() if not d.hide)
             plan = [
-                _hidden_regions(regions, ids, kept_tracks, anonymizer.obfuscation.mask_scale)
+                _hidden_regions(regions, ids, kept_tracks, anonymizer.obfuscation.mask_scale, size)
                 for regions, ids in zip(plan, linked, strict=True)
             ]
             timings.lap("identity")
@@ -316,11 +318,11 @@ KEPT_FACE_SHARE = 0.2
 
 
 def _hidden_regions(
-    regions: list[CoveredFace], ids: list[int], kept_tracks: list[int], mask_scale: float
+    regions: list[CoveredFace], ids: list[int], kept_tracks: list[int], mask_scale: float, size: tuple[int, int]
 ) -> list[CoveredFace]:
     """A frame's regions once an identity selection has decided: kept tracks' regions are left out, and so are
-    regions carried beyond their track whose obfuscated area (the box grown by `mask_scale`) would cover a kept
-    face detected in this frame."""
+    regions carried beyond their track whose obfuscated area (`region_box`, in a frame of `size`) would cover a
+    kept face detected in this frame."""
     kept_faces = [
         np.asarray(c.face.box, np.float64)
         for c, track in zip(regions, ids, strict=True)
@@ -331,9 +333,7 @@ def _hidden_regions(
         if track >= 0 and track in kept_tracks:
             continue
         if region.source in ("lookback", "carried") and kept_faces:
-            x1, y1, x2, y2 = region.face.box
-            grow_x, grow_y = (x2 - x1) * (mask_scale - 1) / 2, (y2 - y1) * (mask_scale - 1) / 2
-            area = np.array([x1 - grow_x, y1 - grow_y, x2 + grow_x, y2 + grow_y])
+            area = np.asarray(region_box(region.face, mask_scale, *size), np.float64)
             if any(_covered_share(face, area) >= KEPT_FACE_SHARE for face in kept_faces):
                 continue
         hidden.append(region)

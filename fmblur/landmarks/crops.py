@@ -35,10 +35,5 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> n
     return cv2.warpAffine(image, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    return points @ matrix[:, :2].T + matrix[:, 2]
-
-
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix)

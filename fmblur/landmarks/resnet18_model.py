@@ -13,7 +13,8 @@ import torch
 import torchvision
 
 from fmblur.face import LANDMARK_NAMES
-from fmblur.landmarks.crops import CROP_SIZE, apply_affine, crop_transform, invert_affine, warp_crop
+from fmblur.geometry import apply_affine
+from fmblur.landmarks.crops import CROP_SIZE, crop_transform, invert_affine, warp_crop
 from fmblur.resources import verify_file, weights_path
 
 WEIGHTS_FILE = "landmarks_resnet18.pt"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from fmblur.datasets import AnnotatedImage, load_split
-from fmblur.geometry import inter_ocular, match_detections
+from fmblur.geometry import apply_affine, inter_ocular, match_detections
 from fmblur.image_io import read_image
-from fmblur.landmarks.crops import apply_affine, crop_transform, warp_crop
+from fmblur.landmarks.crops import crop_transform, warp_crop
 from fmblur.landmarks.dlib68 import predict_68, reduce_68_to_5
 
 MIN_FACE = 20  # px, shorter side of the ground-truth box: below this the teachers' points are guesses

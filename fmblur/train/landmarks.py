@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from fmblur.face import LANDMARK_NAMES
-from fmblur.geometry import normalised_mean_error
-from fmblur.landmarks.crops import CROP_SCALE, CROP_SIZE, FLIP_ORDER, apply_affine, crop_transform, warp_crop
+from fmblur.geometry import apply_affine, normalised_mean_error
+from fmblur.landmarks.crops import CROP_SCALE, CROP_SIZE, FLIP_ORDER, crop_transform, warp_crop
 from fmblur.landmarks.resnet18_model import build_model, to_tensor
 from fmblur.landmarks.teachers import AGREEMENT, LandmarkSet, cached_faces
 from fmblur.resources import examples_dir, record_sha256
