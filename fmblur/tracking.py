@@ -40,6 +40,9 @@ CHAIN_IOU = 0.3
 # when it moved more than this share of its size there (less is the jitter of detected boxes), and the box
 # grows by the distance it may have strayed, up to this share of its size on each side.
 REPEAT_IOU = 0.9  # a carried region overlapping another region of its frame this much repeats it
+# A carry ends where its box meets another track's detection this much: that track holds the face from there
+# (and carries it on from its own ends), so carrying both would hide the face twice and drift off it.
+HANDOVER_IOU = 0.5
 OWN_MOTION_SPAN = 10
 OWN_MOTION_JITTER = 0.15
 MAX_DRIFT = 0.5
@@ -348,12 +351,19 @@ def _own_motion(plan: list[TrackedFrame], frames: dict[int, CoveredFace], start:
     return moved / (end - start)
 
 
+def _held_by_another(box: np.ndarray, regions: list[CoveredFace], track_id: int) -> bool:
+    """Whether another track's detection in this frame (its detector's own box) is the face being carried."""
+    others = [r.detected.box for r in regions if r.track_id >= 0 and r.track_id != track_id and r.detected is not None]
+    return bool(others) and iou_matrix(box[None], np.array(others, np.float64)).max() >= HANDOVER_IOU
+
+
 def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOptions, size, track_id: int, step: int):
     """Cover the track in up to `lookback` frames before its first (step -1) or `lookahead` frames after its last
     (step 1), never across a cut: frame by frame, moved by the camera's motion and the face's own motion at that
     end of the track, then onto a weak candidate there when one overlaps it. A box that rests on extrapolation
     alone grows by the face's own motion; frames where it is out of the picture get nothing (with a moving camera
-    a face that left the picture can come back into it)."""
+    a face that left the picture can come back into it). The carry ends where another track has detected the
+    face (HANDOVER_IOU)."""
     # The ends of what the detector saw: held boxes after a track's last detection are predictions.
     indices = [i for i in indices if frames[i].source in ("detected", "weak")]
     if not indices:
@@ -376,6 +386,8 @@ def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOp
         index += step
         moved = moved_back(box, plan[later].motion) if step < 0 else moved_on(box, plan[later].motion)
         box = moved + step * np.tile(own, 2)
+        if _held_by_another(box, plan[index].covered, track_id):
+            return
         # Weak candidates there, and detections ByteTrack had not given an id (a track's first frame).
         candidates = plan[index].candidates + [
             r.detected for r in plan[index].covered if r.track_id < 0 and r.detected is not None

@@ -10,6 +10,7 @@ import pytest
 
 from fmblur.detectors import create_detector
 from fmblur.face import Face
+from fmblur.geometry import iou_matrix
 from fmblur.obfuscate import KERNEL_RANGE, ObfuscationConfig, coverage_mask, obfuscate, region_box
 
 
@@ -106,6 +107,35 @@ def test_huge_relative_kernel_blurs_a_large_face(example):
     assert difference.mean() < 1.0 and difference.max() <= 3
     at_65 = obfuscate(big, [face], ObfuscationConfig(kernel=65, shape="box", mask_scale=1.0))
     assert sharpness(face_pixels(output, face)) < sharpness(face_pixels(at_65, face))
+
+
+def test_every_face_of_a_crowd_gets_its_own_exact_gaussian(examples):
+    """Many faces of one frame share shrunk copies of it for their large kernels: each face's region still
+    matches an exact Gaussian of its own kernel over the whole frame, faces at the border included."""
+    crowd = max(examples, key=lambda e: len(e.boxes))
+    big = cv2.resize(crowd.image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    height, width = big.shape[:2]
+    corners = [
+        Face((-60.0, -50.0, 90.0, 110.0), 1.0),
+        Face((width - 70.0, height - 90.0, width + 50.0, height + 40.0), 1.0),
+    ]
+    faces = [Face(tuple(3.0 * box), 1.0) for box in crowd.boxes] + corners
+    config = ObfuscationConfig(shape="box", mask_scale=1.0)
+    kernels = {config.kernel_for(face) for face in faces}
+    assert len(kernels) >= 6 and min(kernels) > 65, "faces of several sizes, all with large kernels"
+    output = obfuscate(big, faces, config)
+    checked = 0
+    for face in faces:
+        others = [other.box for other in faces if other is not face]
+        if (iou_matrix(np.array([face.box]), np.array(others)) > 0).any():
+            continue  # pasted over by, or over, a neighbour
+        kernel = config.kernel_for(face)
+        exact = cv2.GaussianBlur(big, (kernel, kernel), 0, borderType=cv2.BORDER_REFLECT)
+        left, top, right, bottom = region_box(face, 1.0, big.shape[1], big.shape[0])
+        difference = np.abs(output[top:bottom, left:right].astype(int) - exact[top:bottom, left:right])
+        assert difference.mean() < 1.0 and difference.max() <= 4, (face.box, kernel)
+        checked += 1
+    assert checked >= 5
 
 
 def test_overlapping_faces_and_faces_cut_by_the_border(example):

@@ -20,7 +20,7 @@ from fmblur.detectors import create_detector
 from fmblur.geometry import match_detections
 from fmblur.obfuscate import ObfuscationConfig
 from fmblur.pipeline import Anonymizer
-from fmblur.tracking import TrackingOptions
+from fmblur.tracking import CoveredFace, TrackedFrame, TrackingOptions, complete_plan
 from fmblur.video import VideoReadError, anonymize_video, review_thumbnails
 from tests.bad_inputs import write_video
 from tests.conftest import REPO
@@ -324,3 +324,24 @@ def test_a_face_is_hidden_along_the_camera_pan_before_its_first_detection(tmp_pa
     no_lookback = TrackingOptions(lookback=0)
     plain = anonymize_video(source_path, tmp_path / "plain.mp4", Anonymizer("retinaface", obfuscation=RED), no_lookback)
     assert max(covered_share(decode(plain.output))[:25]) < 0.1
+
+
+def test_a_carried_face_is_handed_over_to_the_track_that_finds_it_again(clip_frames):
+    """The plan of a still face found in frames 0-9 by one track and, after 20 frames without any evidence,
+    from frame 30 by another whose box sits 15 % of the face's width apart (as another detection's may). The
+    face is covered in every frame, and once found again only by the track that detects it: the first track's
+    carry ends there instead of covering a second copy for 150 frames."""
+    (face,) = create_detector("retinaface").detect(clip_frames[26])
+    shift = np.array([0.15 * face.width, 0.0, 0.15 * face.width, 0.0])
+
+    def detected(track_id: int) -> CoveredFace:
+        seen = face.with_box(np.asarray(face.box) + (shift if track_id else 0))
+        return CoveredFace(seen, track_id, "detected", seen)
+
+    plan = [TrackedFrame([detected(0)] if i < 10 else [detected(1)] if i >= 30 else []) for i in range(60)]
+    size = clip_frames[26].shape[1::-1]
+    regions = complete_plan(plan, TrackingOptions(), size)
+    assert all(regions), "every frame covered"
+    assert {r.source for frame in regions[10:30] for r in frame if r.track_id == 0} == {"carried"}
+    assert [r for frame in regions[30:] for r in frame if r.track_id == 0] == []
+    assert all(r.track_id == 1 for frame in regions[30:] for r in frame)
