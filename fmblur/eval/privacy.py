@@ -31,8 +31,9 @@ KERNELS = (5, 15, 25, 35, 45, 55, 65)
 MASK_SCALES = (1.0, 1.3, 1.6)
 
 
-def settings(kernels=KERNELS, mask_scales=MASK_SCALES) -> list[ObfuscationConfig]:
-    """Gaussian and feature blur at each kernel and mask scale, the relative default, mosaic and solid."""
+def settings(kernels=KERNELS, mask_scales=MASK_SCALES, grains=()) -> list[ObfuscationConfig]:
+    """Gaussian and feature blur at each kernel and mask scale, the relative default, mosaic and solid; and the
+    relative Gaussian and feature blur with each grain (noise sigma) in `grains`."""
     configs = [
         ObfuscationConfig(mode=mode, kernel=kernel, mask_scale=scale)
         for mode in ("gaussian", "feature")
@@ -41,6 +42,7 @@ def settings(kernels=KERNELS, mask_scales=MASK_SCALES) -> list[ObfuscationConfig
     ]
     configs += [ObfuscationConfig(mask_scale=scale) for scale in mask_scales]
     configs += [ObfuscationConfig(mode="mosaic"), ObfuscationConfig(mode="solid")]
+    configs += [ObfuscationConfig(mode=mode, grain=grain) for grain in grains for mode in ("gaussian", "feature")]
     return configs
 
 
@@ -48,7 +50,8 @@ def label(config: ObfuscationConfig) -> str:
     kernel = f"k{config.kernel}" if config.kernel else f"k{config.kernel_relative:g}x"
     if config.mode in ("mosaic", "solid"):
         kernel = f"{config.mosaic_blocks} blocks" if config.mode == "mosaic" else "-"
-    return f"{config.mode} {kernel} s{config.mask_scale:g}"
+    grain = f" grain {config.grain:g}" if config.grain else ""
+    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}"
 
 
 @dataclass
@@ -128,6 +131,7 @@ def evaluate_privacy(
                 "mode": config.mode,
                 "kernel": config.kernel,
                 "mask_scale": config.mask_scale,
+                "grain": config.grain,
                 "matched": float((distances < embedder.threshold).mean()) if len(distances) else None,
                 "identified": float(np.mean(identified)) if identified else None,
                 "median_distance": float(np.median(distances)) if len(distances) else None,
