@@ -248,12 +248,13 @@ def leak_table(presets: list[str], seconds: float, clip_count: int, work: Path) 
     return "\n".join(lines)
 
 
-def write_results(table: str, command: str) -> Path:
-    from fmblur.provenance import provenance, provenance_line
+def write_results(table: str, command: str, measured: dict[str, str]) -> Path:
+    """docs/results/video-leaks.md; `measured`: the provenance taken when the runs started."""
+    from fmblur.provenance import provenance_line
 
     target = REPO / "docs" / "results" / "video-leaks.md"
     target.write_text(
-        f"# Video leak benchmark\n\n`{command}`; {provenance_line(provenance())}.\n\n"
+        f"# Video leak benchmark\n\n`{command}`; {provenance_line(measured)}.\n\n"
         f"{__doc__.split(chr(10) + chr(10), 1)[1].strip()}\n\n{table}\n"
     )
     return target

@@ -212,15 +212,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.leaks:
         from fmblur.bench.leaks import leak_table, write_results
+        from fmblur.provenance import provenance
 
         work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fmblur-leaks-"))
         work.mkdir(parents=True, exist_ok=True)
         try:
+            measured = provenance()  # the tree the runs use: taken before they start, not when they are done
             table = leak_table(args.presets, args.seconds, args.clips, work)
             print(table)
             if args.write:
                 command = "python -m fmblur.bench video " + shlex.join(argv if argv is not None else sys.argv[1:])
-                print(f"written {write_results(table, command)}", file=sys.stderr)
+                print(f"written {write_results(table, command, measured)}", file=sys.stderr)
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)

@@ -93,6 +93,7 @@ def evaluate_privacy(
     from fmblur.detectors import create_detector
 
     configs = configs or settings()
+    measured = provenance()  # the code that runs is the tree at the start
     embedder = create_embedder(embedder_name)
     landmark_source = create_landmark_source(landmarks)
     detector = create_detector(detector_name)
@@ -143,7 +144,7 @@ def evaluate_privacy(
             progress()
     return {
         "data": data,
-        "provenance": provenance(),
+        "provenance": measured,
         "embedder": embedder_name,
         "threshold": embedder.threshold,
         "min_face": embedder.min_face,
