@@ -42,7 +42,9 @@ def settings(kernels=KERNELS, mask_scales=MASK_SCALES, grains=()) -> list[Obfusc
     ]
     configs += [ObfuscationConfig(mask_scale=scale) for scale in mask_scales]
     configs += [ObfuscationConfig(mode="mosaic"), ObfuscationConfig(mode="solid")]
-    configs += [ObfuscationConfig(mode=mode, grain=grain) for grain in grains for mode in ("gaussian", "feature")]
+    for grain in grains:  # grain 0: the relative feature blur without grain, for comparison
+        modes = ("gaussian", "feature") if grain > 0 else ("feature",)
+        configs += [ObfuscationConfig(mode=mode, grain=grain) for mode in modes]
     return configs
 
 
