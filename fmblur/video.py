@@ -16,7 +16,9 @@ import dataclasses
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,28 +268,51 @@ def anonymize_video(
         measure_every = max(1, round(reader.fps))  # the privacy meter looks at one frame a second
         privacy_reports = []
         first_pts: int | None = None
-        index = 0
-        for item in cleanup.enter_context(Prefetched(again.frames(start, end))):
-            if isinstance(item, av.Packet):
+        index = written = 0
+        # Frames are hidden on worker threads (OpenCV releases the GIL), HIDING_AHEAD at most in flight, and
+        # written strictly in order with the audio packets between them. The privacy meter's embedder is not
+        # known to be thread-safe, so with it frames are hidden one at a time.
+        workers = 1 if anonymizer.privacy_meter is not None else HIDING_THREADS
+        hiding = cleanup.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="fmblur-hide"))
+        cleanup.callback(hiding.shutdown, cancel_futures=True)  # on an error, no new frame starts
+        pending: deque = deque()
+
+        def write_next() -> None:
+            nonlocal written
+            item, job = pending.popleft()
+            if job is None:
                 writer.write_audio(item, start or 0.0)
-                continue
-            if index >= len(plan):
-                raise VideoReadError(f"{source}: the second reading gave more frames than the first")
-            first_pts = item.pts if first_pts is None else first_pts  # timestamps restart at 0 in the output
-            timings.restart()
-            regions = plan[index]
-            hidden, report = anonymizer.hide(
-                item.image, [c.face for c in regions], timings, measure=index % measure_every == 0
-            )
+                return
+            (hidden, report), hiding_ms = job.result()  # a hiding error is raised here, in order
+            for stage, ms in hiding_ms.items():
+                timings.ms[stage] = timings.ms.get(stage, 0.0) + ms
             if report is not None:
                 privacy_reports.append(report)
+            timings.restart()
             writer.write_video(hidden, item.pts - first_pts, item.time_base)
             timings.lap("encode")
             if log is not None:
-                log.write(index, item.time - float(first_pts * item.time_base), regions)
-            index += 1
+                log.write(written, item.time - float(first_pts * item.time_base), plan[written])
+            written += 1
             if progress is not None:
-                progress(len(plan) + index, progress_total)
+                progress(len(plan) + written, progress_total)
+
+        for item in cleanup.enter_context(Prefetched(again.frames(start, end))):
+            if isinstance(item, av.Packet):
+                pending.append((item, None))
+            else:
+                if index >= len(plan):
+                    raise VideoReadError(f"{source}: the second reading gave more frames than the first")
+                first_pts = item.pts if first_pts is None else first_pts  # timestamps restart at 0 in the output
+                faces = [c.face for c in plan[index]]
+                pending.append(
+                    (item, hiding.submit(_timed_hide, anonymizer, item.image, faces, index % measure_every == 0))
+                )
+                index += 1
+            while len(pending) > HIDING_AHEAD:
+                write_next()
+        while pending:
+            write_next()
         if index != len(plan):
             raise VideoReadError(f"{source}: the second reading gave fewer frames than the first")
         writer.finish()
@@ -309,6 +334,16 @@ def anonymize_video(
         review=review_list(plan, reader.fps),
         privacy=_merged(privacy_reports),
     )
+
+
+HIDING_THREADS = 2  # the machines this runs on have 2 cores or more; encoding has threads of its own
+HIDING_AHEAD = 4  # frames decoded and being hidden ahead of the one being written
+
+
+def _timed_hide(anonymizer: Anonymizer, image: np.ndarray, faces: list, measure: bool):
+    """`anonymizer.hide` on a worker thread, with a stage timer of its own (the writing thread has one too)."""
+    timings = StageTimer()
+    return anonymizer.hide(image, faces, timings, measure=measure), timings.ms
 
 
 # A region carried beyond its track's detections is left out where it would cover this much of a kept person's
