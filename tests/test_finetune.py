@@ -117,6 +117,19 @@ def _loss_after_steps(network, images, targets, training_loss, steps: int = 4) -
     return before, loss_now()
 
 
+def test_a_sample_is_the_same_whoever_asks_for_it_and_changes_with_the_epoch(records, landmarks):
+    """Every random choice of a sample (masks, crops, light, flips) follows (seed, epoch, index): a resumed run
+    sees the photos its first part would have, and a short test run is the same each time."""
+    first, second = (
+        FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), retinaface_input) for _ in range(2)
+    )
+    for index in range(len(records)):
+        a, b = first.sample(index), second.sample(index)
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes)
+    second.epoch = 1
+    assert any(not np.array_equal(first.sample(i).image, second.sample(i).image) for i in range(len(records)))
+
+
 def test_training_steps_on_the_loss_lower_it(records, landmarks):
     torch.manual_seed(0)
     dataset = FinetuneDataset(records, landmarks, FinetuneAugment(size=SIZE), retinaface_input)

@@ -216,6 +216,10 @@ class FinetuneDataset(torch.utils.data.Dataset):
 
     def sample(self, index: int) -> FaceSample:
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        # albumentations draws from its own generators: seeded from this sample's, so a sample is the same whoever
+        # asks for it (a resumed run, a test) and runs differ only when their seeds do.
+        self.geometry.set_random_seed(int(rng.integers(2**31)))
+        self.photometric.set_random_seed(int(rng.integers(2**31)))
         record = self.records[index]
         image = np.array(read_image(record.path)[0])  # a writable copy: masks are drawn on it
         height, width = image.shape[:2]
