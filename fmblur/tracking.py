@@ -39,13 +39,14 @@ CHAIN_IOU = 0.3
 # Carrying a face beyond its track: its own motion is measured over this many frames at that end, counts only
 # when it moved more than this share of its size there (less is the jitter of detected boxes), and the box
 # grows by the distance it may have strayed, up to this share of its size on each side.
+OWN_MOTION_SPAN = 10
+OWN_MOTION_JITTER = 0.15
+MAX_DRIFT = 0.5
+CARRIED_SOURCES = ("lookback", "carried")  # regions of a track beyond its detections
 REPEAT_IOU = 0.9  # a carried region overlapping another region of its frame this much repeats it
 # A carry ends where its box meets another track's detection this much: that track holds the face from there
 # (and carries it on from its own ends), so carrying both would hide the face twice and drift off it.
 HANDOVER_IOU = 0.5
-OWN_MOTION_SPAN = 10
-OWN_MOTION_JITTER = 0.15
-MAX_DRIFT = 0.5
 
 
 @dataclass(frozen=True)
@@ -317,10 +318,10 @@ def _without_repeats(regions: list[CoveredFace]) -> list[CoveredFace]:
     """Carried regions that repeat another region of the frame (carried tracks that met the same weak
     candidate, or a track carried onto its own later re-detection) are left out: they hide nothing more and
     each costs a blur."""
-    carried = [r for r in regions if r.source in ("lookback", "carried")]
+    carried = [r for r in regions if r.source in CARRIED_SOURCES]
     if not carried:
         return regions
-    kept = [r for r in regions if r.source not in ("lookback", "carried")]
+    kept = [r for r in regions if r.source not in CARRIED_SOURCES]
     for region in sorted(carried, key=lambda r: -r.face.width * r.face.height):
         boxes = np.array([k.face.box for k in kept], np.float64).reshape(-1, 4)
         if not len(boxes) or iou_matrix(np.asarray(region.face.box, np.float64)[None], boxes).max() < REPEAT_IOU:

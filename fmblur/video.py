@@ -35,6 +35,7 @@ from fmblur.identity.tracks import TrackIdentities, link_untracked
 from fmblur.obfuscate import region_box
 from fmblur.pipeline import Anonymizer, StageTimer
 from fmblur.tracking import (
+    CARRIED_SOURCES,
     CoveredFace,
     FaceTracker,
     TrackedFrame,
@@ -273,8 +274,8 @@ def anonymize_video(
         # written strictly in order with the audio packets between them. The privacy meter's embedder is not
         # known to be thread-safe, so with it frames are hidden one at a time.
         workers = 1 if anonymizer.privacy_meter is not None else HIDING_THREADS
-        hiding = cleanup.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="fmblur-hide"))
-        cleanup.callback(hiding.shutdown, cancel_futures=True)  # on an error, no new frame starts
+        hiding = ThreadPoolExecutor(workers, thread_name_prefix="fmblur-hide")
+        cleanup.callback(hiding.shutdown, cancel_futures=True)  # waits for running frames; on an error, no new one
         pending: deque = deque()
 
         def write_next() -> None:
@@ -367,7 +368,7 @@ def _hidden_regions(
     for region, track in zip(regions, ids, strict=True):
         if track >= 0 and track in kept_tracks:
             continue
-        if region.source in ("lookback", "carried") and kept_faces:
+        if region.source in CARRIED_SOURCES and kept_faces:
             area = np.asarray(region_box(region.face, mask_scale, *size), np.float64)
             if any(_covered_share(face, area) >= KEPT_FACE_SHARE for face in kept_faces):
                 continue
