@@ -145,6 +145,29 @@ def test_variant_extra_pass_finds_the_large_faces_the_enlarged_pass_misses(examp
         create_detector("frcnn_vgg16", extra_sides=(8,))
 
 
+def test_nested_box_suppression_drops_part_of_a_face_and_keeps_neighbours(examples):
+    """Every annotated face of the examples (crowds of neighbouring faces) with a box over its upper half
+    beside it: IoU-based NMS at 0.5 keeps both (IoU 0.5 is not over the threshold); nested-box suppression
+    keeps one box per face, the higher-scoring of the two, and drops no neighbour."""
+    from fmblur.detectors.records import RawDetections
+    from fmblur.detectors.views import merge_views, without_nested
+    from fmblur.geometry import intersection_over_smaller
+
+    for photo in examples:
+        faces = photo.boxes.astype(np.float32)
+        upper = faces.copy()
+        upper[:, 3] = (faces[:, 1] + faces[:, 3]) / 2
+        rng = np.random.default_rng(len(faces))
+        face_scores = rng.uniform(0.6, 0.9, len(faces)).astype(np.float32)
+        part_scores = (face_scores + rng.choice([-0.05, 0.05], len(faces))).astype(np.float32)
+        merged = merge_views([RawDetections(faces, face_scores), RawDetections(upper, part_scores)], False)
+        assert len(merged.scores) == 2 * len(faces), photo.path.name
+        kept = without_nested(merged, 0.9)
+        inside = intersection_over_smaller(faces, kept.boxes) >= 0.99
+        assert inside.sum(axis=1).tolist() == [1] * len(faces), photo.path.name
+        assert sorted(kept.scores) == sorted(np.maximum(face_scores, part_scores)), photo.path.name
+
+
 @pytest.mark.parametrize("name", sorted(RECALL_BARS))
 @pytest.mark.parametrize("shape", [(1, 1, 3), (7, 3000, 3), (2500, 9, 3), (31, 33, 3)])
 def test_odd_sizes_do_not_crash(name, shape):

@@ -150,11 +150,14 @@ def test_ap_is_one_for_ground_truth_and_lower_when_shifted():
 def test_variant_settings_score_every_combination_of_passes_and_resume(tmp_path):
     """The fitter runs the enlarged pass and each extra side once per photo (cached), scores every combination,
     and a second run reads the cache instead of detecting again."""
-    from fmblur.train.variant_settings import fit_variant_settings
+    from fmblur.train.variant_settings import NESTED_SHARES, fit_variant_settings
 
     data = [read_voc(EXAMPLES_DIR / f"maksssksksss{n}.xml", EXAMPLES_DIR) for n in (0, 83)]
     first = fit_variant_settings("mobilenet_v3", tmp_path, data, sides=(640, 448), budget=1.0)
-    assert sorted(tuple(row["extra_sides"]) for row in first["rows"]) == [(), (448,), (640,), (640, 448)]
+    combinations = sorted((tuple(row["extra_sides"]), row["nested_share"]) for row in first["rows"])
+    assert combinations == sorted(
+        (sides, share) for sides in [(), (448,), (640,), (640, 448)] for share in NESTED_SHARES
+    ), "every combination of passes, each without and with every nested-box share"
     chosen = first["chosen"]
     # maksssksksss83's large faces: the chosen passes find the most of them any combination finds (or the floor),
     # and the best recall among those.
@@ -166,6 +169,28 @@ def test_variant_settings_score_every_combination_of_passes_and_resume(tmp_path)
     cached = (tmp_path / "candidates.npz").stat().st_mtime_ns
     again = fit_variant_settings("mobilenet_v3", tmp_path, data, sides=(640, 448), budget=1.0)
     assert again["chosen"] == chosen and (tmp_path / "candidates.npz").stat().st_mtime_ns == cached
+
+
+def test_the_fitted_threshold_keeps_a_margin_for_photos_full_of_false_positives():
+    """Four example photos, every face found at 0.95; one photo also has four false boxes at 0.6 (in its own
+    background). On average that is 1 false positive per photo, within a budget of 1, so the lowest threshold
+    at the budget keeps them; but a resample with that photo twice is over the budget in about a quarter of
+    resamples, so at 90 % confidence the threshold rises above 0.6 and all four go."""
+    from fmblur.metrics import recall_at_fp_budget
+    from fmblur.train.variant_settings import false_positives_per_photo, threshold_within_budget
+
+    data = [read_voc(EXAMPLES_DIR / f"maksssksksss{n}.xml", EXAMPLES_DIR) for n in (0, 5, 21, 83)]
+    false_boxes = np.array([[0, 0, 8, 8], [10, 0, 18, 8], [20, 0, 28, 8], [30, 0, 38, 8]], np.float64)
+    assert not any(b[1] < 8 for b in data[0].boxes), "the false boxes lie on no face"
+    boxes = [np.concatenate([data[0].boxes, false_boxes])] + [r.boxes.astype(np.float64) for r in data[1:]]
+    scores = [np.r_[np.full(len(data[0].boxes), 0.95), np.full(4, 0.6)]]
+    scores += [np.full(len(r.boxes), 0.95) for r in data[1:]]
+    predictions = Predictions(boxes=boxes, scores=scores)
+    assert false_positives_per_photo(data, predictions, 0.5).tolist() == [4, 0, 0, 0]
+    assert recall_at_fp_budget(data, predictions, 1.0)["threshold"] <= 0.6
+    assert threshold_within_budget(data, predictions, 1.0, confidence=0.5) <= 0.6
+    assert 0.6 < threshold_within_budget(data, predictions, 1.0, confidence=0.9) <= 0.95
+    assert false_positives_per_photo(data, predictions, threshold_within_budget(data, predictions, 1.0)).sum() == 0
 
 
 def test_variant_settings_refuse_a_validation_split(capsys):
@@ -189,6 +214,14 @@ def test_variant_settings_prefer_passes_that_find_the_large_faces():
     assert choose(rows, 0.9)["extra_sides"] == [448], "within the tie margin, fewer passes"
     assert choose(rows, 0.99)["extra_sides"] == [448, 320], "none reaches the floor: the most large faces"
     assert choose(rows, 0.0)["extra_sides"] == [], "no floor: the best recall"
+    suppressed = [
+        {"extra_sides": [448], "nested_share": 0.0, "recall@0.5": 0.680, "large_recall": 0.95},
+        {"extra_sides": [448], "nested_share": 0.9, "recall@0.5": 0.683, "large_recall": 0.95},
+        {"extra_sides": [448], "nested_share": 0.7, "recall@0.5": 0.684, "large_recall": 0.95},
+    ]
+    assert choose(suppressed, 0.9)["nested_share"] == 0.0, "within the tie margin, no suppression"
+    suppressed[2]["recall@0.5"] = 0.70
+    assert choose(suppressed, 0.9)["nested_share"] == 0.7, "suppression that pays is chosen"
 
 
 def test_the_training_split_divides_into_a_fitting_part_and_a_tuning_part(tmp_path):

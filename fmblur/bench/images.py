@@ -48,6 +48,8 @@ def shipped_settings(detector: Detector) -> str:
     parts = [f"enlarged to {options.upscale_to} px" if options.upscale_to else "own size"]
     if options.extra_sides:
         parts.append(f"passes at {', '.join(str(side) for side in options.extra_sides)} px")
+    if options.nested_share:
+        parts.append(f"nested boxes out at {options.nested_share:.1f}")
     return " + ".join(parts) + f", t={detector.threshold:.2f}"
 
 

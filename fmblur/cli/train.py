@@ -190,14 +190,15 @@ def run_train_variant_settings(args: argparse.Namespace) -> int:
             budget=args.fp_budget,
             progress_factory=lambda total: bar_factory()(f"frcnn_{args.backbone} passes", total),
             large_floor=args.large_floor,
+            confidence=args.fp_confidence,
         )
     except (ValueError, FileNotFoundError, DetectorUnavailable) as error:
         return usage_error(error)
     (out / "fitted.json").write_text(json.dumps(fitted, indent=2) + "\n")
     print(json.dumps(fitted, indent=2))
     label = (
-        f"{args.split}, one photo in {args.every} ({len(data)} photos), <= {args.fp_budget} FP per photo, "
-        f"passes finding >= {args.large_floor} of the large faces"
+        f"{args.split}, one photo in {args.every} ({len(data)} photos), <= {args.fp_budget} FP per photo in "
+        f"{args.fp_confidence:.0%} of bootstrap resamples, passes finding >= {args.large_floor} of the large faces"
     )
     print(f"written: {write_to_card(args.backbone, fitted, label, Path(args.target) if args.target else None)}")
     return 0
@@ -287,7 +288,7 @@ def add_train_parser(commands, help_text: str) -> None:
     )
     calibration.set_defaults(run=run_train_calibration)
 
-    from fmblur.train.variant_settings import CANDIDATE_SIDES, LARGE_FLOOR, VARIANT_FP_BUDGET
+    from fmblur.train.variant_settings import CANDIDATE_SIDES, FP_CONFIDENCE, LARGE_FLOOR, VARIANT_FP_BUDGET
 
     variant = models.add_parser(
         "variant-settings",
@@ -301,6 +302,13 @@ def add_train_parser(commands, help_text: str) -> None:
     )
     variant.add_argument(
         "--fp-budget", type=float, default=VARIANT_FP_BUDGET, help="false positives per photo allowed (%(default)s)"
+    )
+    variant.add_argument(
+        "--fp-confidence",
+        type=float,
+        default=FP_CONFIDENCE,
+        help="share of bootstrap resamples of the photos that must keep within the budget (%(default)s; 0.5: "
+        "on average)",
     )
     variant.add_argument(
         "--large-floor",

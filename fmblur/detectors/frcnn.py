@@ -87,11 +87,21 @@ class FasterRCNNDetector(SinglePassDetector):
         threshold: float | None = None,
         upscale_to: int = INFERENCE_UPSCALE_TO,
         extra_sides: tuple[int, ...] | None = None,
+        nested_share: float | None = None,
         **options,
     ) -> None:
+        settings = inference_settings(self.backbone)
         if extra_sides is None:
-            extra_sides = tuple(inference_settings(self.backbone).get("extra_sides", ()))
-        super().__init__(threshold=threshold, upscale_to=upscale_to, extra_sides=tuple(extra_sides), **options)
+            extra_sides = tuple(settings.get("extra_sides", ()))
+        if nested_share is None:
+            nested_share = float(settings.get("nested_share") or 0.0)
+        super().__init__(
+            threshold=threshold,
+            upscale_to=upscale_to,
+            extra_sides=tuple(extra_sides),
+            nested_share=nested_share,
+            **options,
+        )
 
     @classmethod
     def training_command(cls) -> str:
@@ -131,8 +141,8 @@ class FromCard:
 
 
 def inference_settings(backbone: str) -> dict:
-    """The extra passes and default threshold `fmblur train variant-settings` fitted on training photos
-    ({} before it ran: one enlarged pass at threshold 0.5)."""
+    """The extra passes, nested-box suppression and default threshold `fmblur train variant-settings` fitted on
+    training photos ({} before it ran: one enlarged pass at threshold 0.5)."""
     return variant_card(backbone).get("inference", {})
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from fmblur.detectors.records import RawDetections
-from fmblur.geometry import nms
+from fmblur.geometry import nms, suppress_nested
 
 # Auto-upscaling stops here: a thumbnail enlarged further only shows blur to the network.
 _MAX_AUTO_UPSCALE = 4.0
@@ -40,6 +40,8 @@ class ViewOptions:
     flip: also detect on the mirrored image.
     tile: also detect on overlapping tiles of this many pixels (0 = off), for small faces in large frames.
     tile_overlap: share of a tile that overlaps its neighbour.
+    nested_share: after merging, a box of which at least this share lies inside a higher-scoring box goes
+        (0 = off): for detectors that box part of a face beside the face (fitted per Faster R-CNN variant).
     """
 
     scale: float = 1.0
@@ -50,6 +52,7 @@ class ViewOptions:
     flip: bool = False
     tile: int = 0
     tile_overlap: float = 0.25
+    nested_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.scale <= 0:
@@ -66,6 +69,8 @@ class ViewOptions:
             raise ValueError(f"tile must be 0 (off) or at least 64 pixels, got {self.tile}")
         if not 0.0 <= self.tile_overlap < 0.9:
             raise ValueError(f"tile_overlap must be in [0, 0.9), got {self.tile_overlap}")
+        if not 0.0 <= self.nested_share <= 1.0:
+            raise ValueError(f"nested_share must be in [0, 1] (0 = off), got {self.nested_share}")
 
 
 def mirrored(raw: RawDetections, width: int) -> RawDetections:
@@ -101,6 +106,16 @@ def merge_views(views: list[RawDetections], with_landmarks: bool) -> RawDetectio
     )
 
 
+def without_nested(raw: RawDetections, share: float) -> RawDetections:
+    """`raw` less the boxes of which `share` lies inside a higher-scoring box (0: all of them)."""
+    if not share or len(raw.scores) < 2:
+        return raw
+    keep = suppress_nested(raw.boxes, raw.scores, share)
+    return RawDetections(
+        boxes=raw.boxes[keep], scores=raw.scores[keep], landmarks=None if raw.landmarks is None else raw.landmarks[keep]
+    )
+
+
 def _tile_starts(length: int, size: int, step: int) -> list[int]:
     starts = list(range(0, max(1, length - size + 1), step))
     if starts[-1] + size < length:
@@ -131,7 +146,7 @@ class TestTimeViews:
             views.append(mirrored(flipped, image.shape[1]))
         if options.tile:
             views.extend(self.tiles(image))
-        return merge_views(views, self.with_landmarks)
+        return without_nested(merge_views(views, self.with_landmarks), options.nested_share)
 
     def side_pass(self, image: np.ndarray, side: int) -> RawDetections:
         """One pass on a copy whose longer side is `side` pixels, mapped back."""
