@@ -28,13 +28,13 @@ RECALL_BARS = {
     "retinaface-masked": 0.9,
     # CenterFace fine-tuned here (4 epochs): 20/21 measured at its threshold 0.36 (pretrained CenterFace 21/21).
     "centerface-masked": 0.9,
-    # The Faster R-CNN variants trained here, with the passes and thresholds fitted on training photos
-    # (`fmblur train variant-settings`, weights/fasterrcnn_cards.json), measured 2026-12-04:
-    # MobileNetV3 continued at large sizes (1280 px + 800 px, t=0.80) 20/21 (the earlier weights 17/21);
+    # The Faster R-CNN variants trained here, with the passes, nested-box suppression and thresholds fitted on
+    # training photos (`fmblur train variant-settings`, weights/fasterrcnn_cards.json), measured 2026-12-05:
+    # MobileNetV3 continued at large sizes (1280 px + 800 px, nested 0.7, t=0.85) 20/21 (the earlier weights 17/21);
     "frcnn_mobilenet_v3": 0.9,
-    # ResNet50-FPN (1280 + 800, 448, 320 px, t=0.90) 18/21 (20/21 at the former t=0.5, 1280 px alone);
+    # ResNet50-FPN (1280 + 800, 320 px, nested 0.9, t=0.86) 18/21 (20/21 at the former t=0.5, 1280 px alone);
     "frcnn_resnet50": 0.85,
-    # VGG16, face-mask photos only (1280 + 800, 320 px, t=0.92) 18/21 (15/21 at 1280 px alone: it missed the
+    # VGG16, face-mask photos only (1280 + 800, 320 px, t=0.93) 18/21 (15/21 at 1280 px alone: it missed the
     # three 75-112 px faces of maksssksksss83, which the extra passes find).
     "frcnn_vgg16": 0.85,
 }

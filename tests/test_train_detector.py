@@ -14,6 +14,7 @@ import torch
 
 from fmblur.datasets import read_coco, read_source, read_voc, read_wider
 from fmblur.detectors.frcnn_model import build_fasterrcnn
+from fmblur.image_io import read_image
 from fmblur.metrics import Predictions, coco_metrics
 from fmblur.train.detector import TRAINING_OPTIONS
 from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
@@ -257,6 +258,28 @@ def test_sizes_above_the_crop_show_large_faces_large_in_crop_sized_samples():
             if len(boxes):
                 largest = max(largest, float(np.max(boxes[:, 2:] - boxes[:, :2])))
     assert largest > 2 * native, (largest, native)
+
+
+def test_faces_a_crop_cuts_are_painted_over_not_taught_as_faces():
+    """maksssksksss83's 76-115-px faces enlarged to 1280 px (about 3x) and cropped to 256 px: most crops cut a
+    face. With `min_visible` 1.0 every face left in a sample is whole (its box is the face's own box times the
+    sample's scale: 1, or the enlargement; cut ones are painted over); with 0.4, the default, part of a face
+    is taught as a face."""
+    [record] = [read_voc(EXAMPLES_DIR / "maksssksksss83.xml", EXAMPLES_DIR)]
+    sides = record.boxes[:, 2:] - record.boxes[:, :2]
+    scales = (1.0, 1280 / max(read_image(record.path)[0].shape[:2]))
+
+    def whole(box: np.ndarray) -> bool:
+        return any(np.abs(box[2:] - box[:2] - side * scale).max() <= 2.0 for side in sides for scale in scales)
+
+    partial_kept = {}
+    for min_visible in (1.0, 0.4):
+        dataset = FaceDetectionDataset([record], AugmentConfig(sizes=(1280,), crop=256, min_visible=min_visible))
+        partial_kept[min_visible] = 0
+        for _ in range(30):
+            _, boxes = dataset.sample(0)
+            partial_kept[min_visible] += sum(not whole(box) for box in boxes)
+    assert partial_kept[1.0] == 0 and partial_kept[0.4] >= 3, partial_kept
 
 
 def test_a_run_started_from_weights_starts_from_them(tmp_path):

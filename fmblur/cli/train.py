@@ -125,6 +125,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
         backbone=args.backbone,
         sizes=tuple(args.sizes),
         crop=args.crop,
+        min_visible=args.min_visible,
         init_weights=args.init,
         workers=args.workers,
         warmup_steps=args.warmup,
@@ -233,6 +234,12 @@ def add_train_parser(commands, help_text: str) -> None:
     )
     detector.add_argument(
         "--crop", type=int, default=defaults.crop, help="side of the training crops (sizes above it are cropped to it)"
+    )
+    detector.add_argument(
+        "--min-visible",
+        type=float,
+        default=defaults.min_visible,
+        help="share of a face a crop must leave for it to stay a face; faces cut more are painted over (%(default)s)",
     )
     detector.add_argument(
         "--init", metavar="PT", default=None, help="start from these weights (e.g. weights/fasterrcnn_<backbone>.pt)"

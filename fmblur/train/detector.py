@@ -63,6 +63,7 @@ class DetectorTrainingConfig:
     sizes: tuple[int, ...] = (320, 384, 448)
     crop: int = 448
     min_face: float = 8.0
+    min_visible: float = 0.4  # share of a face a crop must leave for it to stay a face (less: painted over)
     weights_backbone: str | None = None
     # Start from these weights (a file `--export` wrote, e.g. the shipped weights/fasterrcnn_<backbone>.pt)
     # instead of from scratch: continuing a run on new sizes costs a fraction of training again.
@@ -75,6 +76,8 @@ class DetectorTrainingConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         self.sizes = tuple(self.sizes)
+        if not 0.0 < self.min_visible <= 1.0:
+            raise ValueError(f"min_visible must be in (0, 1], got {self.min_visible}")
         if not self.sizes or min(self.sizes) < 32 or self.crop < 32:
             raise ValueError(f"sizes and crop must be at least 32 px, got sizes {self.sizes} and crop {self.crop}")
         if self.workers < 0:
@@ -145,7 +148,13 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     train_records = load_records(config.data["train"], data_root)
     val_records = load_records(config.data.get("val", []), data_root)
     config, state = resume_config(run_dir, config, changeable=("epochs", "save_every", "workers"))
-    augment = AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment)
+    augment = AugmentConfig(
+        sizes=config.sizes,
+        crop=config.crop,
+        min_face=config.min_face,
+        min_visible=config.min_visible,
+        enabled=config.augment,
+    )
     dataset = FaceDetectionDataset(train_records, augment)
     device = torch_device()
     torch.manual_seed(config.seed)

@@ -4,7 +4,10 @@ Augmentation reproduces the dissertation's albumentations listing (motion blur, 
 colour jitter, gamma, fog, downscale, longest-max-size over several sizes, pad) plus horizontal flip, and
 adds native-scale random crops so the small faces of large WIDER photos are not shrunk away.
 Faces the detector should not be taught either way (WIDER's invalid boxes, faces smaller than `min_face`
-after augmentation) are painted over with the photo's mean colour: neither a face nor background.
+after augmentation, faces a crop cut to less than `min_visible` of themselves) are painted over with the
+photo's mean colour: neither a face nor background. A face cut by a crop but kept as a face teaches the
+network to box part of a face (the upper half of a large face beside the whole one); one dropped teaches it
+that part of a face is background.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ class AugmentConfig:
     # photos in every batch.
     crop: int = 448
     min_face: float = 8.0  # px, shorter side after augmentation; smaller faces are painted over
+    # Share of a face that must stay inside a crop for it to stay a face; less is painted over.
+    min_visible: float = 0.4
     enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_visible <= 1.0:
+            raise ValueError(f"min_visible must be in (0, 1], got {self.min_visible}")
 
 
 def build_augmentation(config: AugmentConfig):
@@ -51,10 +60,24 @@ def build_augmentation(config: AugmentConfig):
     colour = Photometric().transforms()
     if not config.enabled:
         geometry, colour = [A.LongestMaxSize(max_size=size)], []
+    # Boxes are clipped to the crop and none is dropped; each box's two corners travel as keypoints that may
+    # leave the picture, so the share of the face left inside is known afterwards (`visible_share`).
     return A.Compose(
         geometry + colour,
-        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["kinds"], min_visibility=0.4, clip=True),
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["kinds", "box_ids"], min_visibility=0.0, clip=True),
+        keypoint_params=A.KeypointParams(format="xy", label_fields=["corner_ids"], remove_invisible=False),
     )
+
+
+def visible_share(boxes: np.ndarray, box_ids: np.ndarray, corners: np.ndarray, corner_ids: np.ndarray) -> np.ndarray:
+    """Per clipped box, its area over the area of the whole face it came from (its two transformed corners)."""
+    shares = np.ones(len(boxes), np.float64)
+    for row, box_id in enumerate(box_ids):
+        points = corners[corner_ids == box_id]
+        whole = np.prod(points.max(axis=0) - points.min(axis=0))
+        clipped = (boxes[row, 2] - boxes[row, 0]) * (boxes[row, 3] - boxes[row, 1])
+        shares[row] = clipped / whole if whole > 0 else 0.0
+    return shares
 
 
 def paint_over(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -90,12 +113,30 @@ class FaceDetectionDataset(torch.utils.data.Dataset):
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         kinds = np.where(record.ignore, IGNORE, FACE)[valid]
-        result = self.transform(image=image, bboxes=boxes[valid], kinds=kinds)
+        boxes = boxes[valid]
+        ids = np.arange(len(boxes))
+        result = self.transform(
+            image=image,
+            bboxes=boxes,
+            kinds=kinds,
+            box_ids=ids,
+            keypoints=boxes.reshape(-1, 2),
+            corner_ids=np.repeat(ids, 2),
+        )
         image = np.ascontiguousarray(result["image"])
         boxes = np.asarray(result["bboxes"], np.float32).reshape(-1, 4)
         kinds = np.asarray(result["kinds"], np.int64)
+        cut = (
+            visible_share(
+                boxes,
+                np.asarray(result["box_ids"], np.int64),
+                np.asarray(result["keypoints"], np.float64).reshape(-1, 2),
+                np.asarray(result["corner_ids"], np.int64),
+            )
+            < self.config.min_visible - 1e-6
+        )
         small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < self.config.min_face
-        ignored = (kinds == IGNORE) | small
+        ignored = (kinds == IGNORE) | small | cut
         paint_over(image, boxes[ignored])
         return image, boxes[~ignored]
 
