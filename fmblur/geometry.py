@@ -11,16 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
+def _areas_and_intersections(boxes_a: np.ndarray, boxes_b: np.ndarray):
+    """(area of each a box, area of each b box, (len(a), len(b)) intersection areas), float32."""
     a = np.asarray(boxes_a, np.float32).reshape(-1, 4)
     b = np.asarray(boxes_b, np.float32).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     sides = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None)
-    inter = sides[..., 0] * sides[..., 1]
+    return area_a, area_b, sides[..., 0] * sides[..., 1]
+
+
+def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
+    area_a, area_b, inter = _areas_and_intersections(boxes_a, boxes_b)
     with np.errstate(divide="ignore", invalid="ignore"):  # two empty boxes: nan, as torchvision gives
         return inter / (area_a[:, None] + area_b[None, :] - inter)
 
@@ -42,44 +45,38 @@ def match_detections(truth: np.ndarray, detections: np.ndarray, scores: np.ndarr
     return matched
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices kept by non-maximum suppression, highest score first."""
+def _greedy_suppression(boxes: np.ndarray, scores: np.ndarray, suppresses) -> np.ndarray:
+    """Indices kept, highest score first: each kept box removes the lower-scoring boxes `suppresses(kept box,
+    remaining boxes)` marks."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, np.float32).reshape(-1), kind="stable")
     keep = []
     while order.size:
         best, order = order[0], order[1:]
         keep.append(best)
-        order = order[~(iou_matrix(boxes[best][None], boxes[order])[0] > iou_threshold)]  # nan (empty box) stays
+        order = order[~suppresses(boxes[best][None], boxes[order])]
     return np.array(keep, np.int64)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by non-maximum suppression, highest score first."""
+    # nan IoU (an empty box) is not over the threshold: the box stays.
+    return _greedy_suppression(boxes, scores, lambda best, rest: iou_matrix(best, rest)[0] > iou_threshold)
 
 
 def intersection_over_smaller(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) share of the smaller box of each pair that lies in both (1 where one box nests in
     the other, whatever their sizes; IoU would be small when one is half the other)."""
-    a = np.asarray(boxes_a, np.float32).reshape(-1, 4)
-    b = np.asarray(boxes_b, np.float32).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    sides = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None)
+    area_a, area_b, inter = _areas_and_intersections(boxes_a, boxes_b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return sides[..., 0] * sides[..., 1] / np.minimum(area_a[:, None], area_b[None, :])
+        return inter / np.minimum(area_a[:, None], area_b[None, :])
 
 
 def suppress_nested(boxes: np.ndarray, scores: np.ndarray, share: float) -> np.ndarray:
     """Indices kept, highest score first: after each kept box, the lower-scoring boxes of which at least `share`
     (of the smaller of the two) lies inside it go (MTCNN's "Min" NMS). NMS by IoU keeps a box over the upper half
     of a face beside the face's own box (IoU about 0.5): one of them is a false positive."""
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, np.float32).reshape(-1), kind="stable")
-    keep = []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(best)
-        order = order[~(intersection_over_smaller(boxes[best][None], boxes[order])[0] >= share)]
-    return np.array(keep, np.int64)
+    return _greedy_suppression(boxes, scores, lambda best, rest: intersection_over_smaller(best, rest)[0] >= share)
 
 
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
