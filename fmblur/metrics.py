@@ -116,12 +116,28 @@ def coverage_metrics(
     }
 
 
+def descending_thresholds() -> list[float]:
+    """The thresholds an operating point is searched among: 0.99 down to CANDIDATE_THRESHOLD in steps of 0.01."""
+    return [float(t) for t in np.round(np.arange(0.99, CANDIDATE_THRESHOLD - 1e-9, -0.01), 2)]
+
+
+def false_positives_per_photo(data: list[AnnotatedImage], predictions: Predictions, threshold: float) -> np.ndarray:
+    """Each photo's false positives at `threshold` (detections matching no face at IoU 0.5), as
+    `operating_metrics` counts them."""
+    counts = []
+    for record, boxes, scores in zip(data, predictions.boxes, predictions.scores, strict=True):
+        keep = scores >= threshold
+        matched = match_detections(record.boxes, boxes[keep], scores[keep], iou=0.5)
+        counts.append(int(keep.sum()) - int((matched >= 0).sum()))
+    return np.array(counts, np.float64)
+
+
 def recall_at_fp_budget(data: list[AnnotatedImage], predictions: Predictions, budget: float) -> dict:
     """The lowest threshold whose false positives per image stay within `budget`, and the recall there:
     detectors compared at the same false-positive rate, whatever their score scales."""
     best = {"threshold": 1.0, "recall@0.5": 0.0, "fp_per_image": 0.0}
-    for threshold in np.round(np.arange(0.99, CANDIDATE_THRESHOLD - 1e-9, -0.01), 2):
-        metrics = operating_metrics(data, predictions, float(threshold))
+    for threshold in descending_thresholds():
+        metrics = operating_metrics(data, predictions, threshold)
         if metrics["fp_per_image"] > budget:
             break
         best = {k: metrics[k] for k in ("threshold", "recall@0.5", "fp_per_image")}

@@ -177,8 +177,8 @@ def test_the_fitted_threshold_keeps_a_margin_for_photos_full_of_false_positives(
     background). On average that is 1 false positive per photo, within a budget of 1, so the lowest threshold
     at the budget keeps them; but a resample with that photo twice is over the budget in about a quarter of
     resamples, so at 90 % confidence the threshold rises above 0.6 and all four go."""
-    from fmblur.metrics import recall_at_fp_budget
-    from fmblur.train.variant_settings import false_positives_per_photo, threshold_within_budget
+    from fmblur.metrics import false_positives_per_photo, recall_at_fp_budget
+    from fmblur.train.variant_settings import threshold_within_budget
 
     data = [read_voc(EXAMPLES_DIR / f"maksssksksss{n}.xml", EXAMPLES_DIR) for n in (0, 5, 21, 83)]
     false_boxes = np.array([[0, 0, 8, 8], [10, 0, 18, 8], [20, 0, 28, 8], [30, 0, 38, 8]], np.float64)

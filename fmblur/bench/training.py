@@ -20,16 +20,13 @@ import torch
 from fmblur.detectors.frcnn import BACKBONES
 from fmblur.detectors.frcnn_model import build_fasterrcnn
 from fmblur.train.detector import TRAINING_OPTIONS, DetectorTrainingConfig, load_records
-from fmblur.train.detector_data import AugmentConfig, FaceDetectionDataset, collate
+from fmblur.train.detector_data import FaceDetectionDataset, collate
 
 
 def step_seconds(backbone: str, steps: int) -> tuple[float, float, int]:
     """Median seconds of the model's step and of loading its batch, and the number of steps per epoch."""
     config = DetectorTrainingConfig(backbone=backbone)
-    dataset = FaceDetectionDataset(
-        load_records(config.data["train"]),
-        AugmentConfig(sizes=config.sizes, crop=config.crop, min_face=config.min_face, enabled=config.augment),
-    )
+    dataset = FaceDetectionDataset(load_records(config.data["train"]), config.augmentation())
     torch.manual_seed(config.seed)
     model = build_fasterrcnn(backbone, **TRAINING_OPTIONS).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)

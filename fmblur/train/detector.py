@@ -76,12 +76,21 @@ class DetectorTrainingConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         self.sizes = tuple(self.sizes)
-        if not 0.0 < self.min_visible <= 1.0:
-            raise ValueError(f"min_visible must be in (0, 1], got {self.min_visible}")
+        self.augmentation()  # checks min_visible before any data is read
         if not self.sizes or min(self.sizes) < 32 or self.crop < 32:
             raise ValueError(f"sizes and crop must be at least 32 px, got sizes {self.sizes} and crop {self.crop}")
         if self.workers < 0:
             raise ValueError(f"workers must be 0 or more, got {self.workers}")
+
+    def augmentation(self) -> AugmentConfig:
+        """The training photos' augmentation these options describe."""
+        return AugmentConfig(
+            sizes=self.sizes,
+            crop=self.crop,
+            min_face=self.min_face,
+            min_visible=self.min_visible,
+            enabled=self.augment,
+        )
 
 
 def load_records(sources: list[dict], data_root: Path | None = None) -> list[AnnotatedImage]:
@@ -148,14 +157,7 @@ def train(config: DetectorTrainingConfig, run_dir: Path, log=print, progress_fac
     train_records = load_records(config.data["train"], data_root)
     val_records = load_records(config.data.get("val", []), data_root)
     config, state = resume_config(run_dir, config, changeable=("epochs", "save_every", "workers"))
-    augment = AugmentConfig(
-        sizes=config.sizes,
-        crop=config.crop,
-        min_face=config.min_face,
-        min_visible=config.min_visible,
-        enabled=config.augment,
-    )
-    dataset = FaceDetectionDataset(train_records, augment)
+    dataset = FaceDetectionDataset(train_records, config.augmentation())
     device = torch_device()
     torch.manual_seed(config.seed)
     model = build_fasterrcnn(config.backbone, config.weights_backbone, **TRAINING_OPTIONS)

@@ -38,11 +38,12 @@ from fmblur.detectors import create_detector
 from fmblur.detectors.frcnn import cards_path
 from fmblur.detectors.records import RawDetections
 from fmblur.detectors.views import merge_views, without_nested
-from fmblur.geometry import match_detections
 from fmblur.metrics import (
     CANDIDATE_THRESHOLD,
     Predictions,
     coco_metrics,
+    descending_thresholds,
+    false_positives_per_photo,
     operating_metrics,
 )
 from fmblur.train.calibration import collect_candidates
@@ -73,16 +74,6 @@ def fitting_photos(split: str = "fmd-train", every: int = 2) -> list[AnnotatedIm
     return load_split(split)[::every]
 
 
-def false_positives_per_photo(data: list[AnnotatedImage], predictions: Predictions, threshold: float) -> np.ndarray:
-    """Each photo's false positives at `threshold` (detections matching no face at IoU 0.5)."""
-    counts = []
-    for record, boxes, scores in zip(data, predictions.boxes, predictions.scores, strict=True):
-        keep = scores >= threshold
-        matched = match_detections(record.boxes, boxes[keep], scores[keep], iou=0.5)
-        counts.append(int(keep.sum()) - int((matched >= 0).sum()))
-    return np.array(counts, np.float64)
-
-
 def threshold_within_budget(
     data: list[AnnotatedImage], predictions: Predictions, budget: float, confidence: float = FP_CONFIDENCE
 ) -> float:
@@ -90,11 +81,11 @@ def threshold_within_budget(
     `confidence` of bootstrap resamples of the photos (the same resamples at every threshold)."""
     picks = np.random.default_rng(0).integers(0, len(data), (_RESAMPLES, len(data)))
     chosen = 1.0
-    for threshold in np.round(np.arange(0.99, CANDIDATE_THRESHOLD - 1e-9, -0.01), 2):
-        per_photo = false_positives_per_photo(data, predictions, float(threshold))
+    for threshold in descending_thresholds():
+        per_photo = false_positives_per_photo(data, predictions, threshold)
         if np.mean(per_photo[picks].mean(axis=1) <= budget) < confidence:
             break
-        chosen = float(threshold)
+        chosen = threshold
     return chosen
 
 
