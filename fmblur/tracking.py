@@ -16,7 +16,8 @@ offline over every frame's regions: a track's gaps of up to `max_gap` frames are
 is carried back up to `lookback` frames before its first frame and on up to `lookahead` frames after its last
 detection, along the camera's measured motion (`camera_motion`: pan, zoom, cuts) and the face's own, snapping
 to weak candidates on the way, so a face is hidden from the frame it came into view to the frame it left,
-even where the detector found it in only part of them. A cut ends a carry.
+even where the detector found it in only part of them. A face detected in a single frame (no track id) is
+carried the same way. A cut ends a carry.
 """
 
 from __future__ import annotations
@@ -311,7 +312,28 @@ def complete_plan(plan: list[TrackedFrame], options: TrackingOptions, size: tupl
                 _interpolate(covered, frames[before], frames[after], before, after, track_id)
         for step in (-1, 1):
             _carry(covered, plan, frames, indices, len(plan), options, size, track_id, step)
+    for index, regions in enumerate(plan):
+        for region in regions.covered:
+            if region.track_id < 0 and region.source == "detected" and _unlinked(plan, index, region):
+                # A face detected in one frame only (ByteTrack gives a track its id from its second frame):
+                # carried both ways like a track, or it would be hidden only from that frame for `hold_frames`.
+                for step in (-1, 1):
+                    _carry(covered, plan, {index: region}, [index], len(plan), options, size, -1, step)
     return [_without_repeats(regions) for regions in covered]
+
+
+def _unlinked(plan: list[TrackedFrame], index: int, region: CoveredFace) -> bool:
+    """Whether a detection without a track id is no track's first or last frame: a track detects the face in
+    neither neighbouring frame (where one does, that track's own carry covers it on from there)."""
+    box = np.asarray(region.detected.box, np.float64)
+    for neighbour, later in ((index - 1, index), (index + 1, index + 1)):
+        if not 0 <= neighbour < len(plan):
+            continue
+        motion = plan[later].motion
+        there = moved_back(box, motion) if neighbour < index else moved_on(box, motion)
+        if _held_by_another(there, plan[neighbour].covered, -1):
+            return False
+    return True
 
 
 def _without_repeats(regions: list[CoveredFace]) -> list[CoveredFace]:
