@@ -289,15 +289,31 @@ def test_key_frames_of_a_stronger_detector_hide_a_face_the_frame_detector_never_
 
 def red_shares_in(frames: list[np.ndarray], face_at: list[np.ndarray]) -> list[float]:
     """Per frame, the share of the face's box (where it is in that frame) filled with RED."""
-    shares = []
-    for frame, (x1, y1, x2, y2) in zip(frames, face_at, strict=True):
-        box = frame[int(y1) : int(y2), max(0, int(x1)) : int(x2)]
-        shares.append(float(((box[..., 0] > 200) & (box[..., 1] < 60) & (box[..., 2] < 60)).mean()))
-    return shares
+    return [
+        red_share(frame[int(y1) : int(y2), max(0, int(x1)) : int(x2)])
+        for frame, (x1, y1, x2, y2) in zip(frames, face_at, strict=True)
+    ]
 
 
 def _panned(source: np.ndarray, lefts: list[int]) -> list[np.ndarray]:
     return [np.ascontiguousarray(source[:, left : left + 304]) for left in lefts]
+
+
+def _lit_and_shadowed(clip_frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A frame of the clip enlarged 1.5x (room to pan), and the same with the face's region at 4 % brightness."""
+    source = cv2.resize(clip_frames[26], None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    shadow = source.copy()
+    shadow[40:270, 150:340] = (source[40:270, 150:340] * 0.04).astype(np.uint8)
+    return source, shadow
+
+
+def _assert_never_seen_weakly(frames: list[np.ndarray], face_at: list[np.ndarray], indices) -> None:
+    """Precondition: in these frames RetinaFace has no candidate, even at the weak floor, where the face is
+    (weak candidates elsewhere, such as the shirt, are blips)."""
+    weak_floor = create_detector("retinaface", threshold=0.25)
+    for index in indices:
+        candidates, scores = boxes(weak_floor.detect(frames[index]))
+        assert (match_detections(face_at[index][None], candidates, scores, iou=0.3) < 0).all(), "precondition"
 
 
 def test_a_face_is_hidden_along_the_camera_pan_before_its_first_detection(tmp_path, clip_frames):
@@ -305,18 +321,13 @@ def test_a_face_is_hidden_along_the_camera_pan_before_its_first_detection(tmp_pa
     brightness: RetinaFace finds it in no frame, not even as weak evidence), then stands still while the face
     is lit, and found, from frame 40. The face is hidden where it was in every earlier frame: carried back
     along the camera's measured motion, not left where it was first found (up to 70 px away)."""
-    source = cv2.resize(clip_frames[26], None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
-    shadow = source.copy()
-    shadow[40:270, 150:340] = (source[40:270, 150:340] * 0.04).astype(np.uint8)
+    source, shadow = _lit_and_shadowed(clip_frames)
     lefts = [80 + round(3.5 * i) for i in range(20)] + [150 - round(3.5 * i) for i in range(20)] + [80] * 20
     frames = _panned(shadow, lefts[:40]) + _panned(source, lefts[40:])
     detector = create_detector("retinaface")
     (found,) = detector.detect(frames[40])
     face_at = [np.asarray(found.box) - [left - 80, 0, left - 80, 0] for left in lefts]
-    weak_floor = create_detector("retinaface", threshold=0.25)
-    for index in range(40):
-        candidates, scores = boxes(weak_floor.detect(frames[index]))
-        assert (match_detections(face_at[index][None], candidates, scores, iou=0.3) < 0).all(), "precondition"
+    _assert_never_seen_weakly(frames, face_at, range(40))
     source_path = write_clip(tmp_path / "pan.mp4", frames)
 
     report = anonymize_video(source_path, tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED))
@@ -332,19 +343,13 @@ def test_a_face_detected_in_a_single_frame_is_hidden_in_every_frame_of_the_pan(t
     """The camera pans 4 px a frame over a face in deep shadow that is lit, and found, in frame 8 only: no
     track ever forms (ByteTrack gives an id from a track's second frame). The face is still hidden in all 24
     frames, carried back and on along the camera's motion, not only held where it was for a few frames."""
-    source = cv2.resize(clip_frames[26], None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
-    shadow = source.copy()
-    shadow[40:270, 150:340] = (source[40:270, 150:340] * 0.04).astype(np.uint8)
+    source, shadow = _lit_and_shadowed(clip_frames)
     lefts = [40 + 4 * i for i in range(24)]
     frames = _panned(shadow, lefts)
     frames[8] = _panned(source, lefts[8:9])[0]
     (found,) = create_detector("retinaface").detect(frames[8])
     face_at = [np.asarray(found.box) - [left - lefts[8], 0, left - lefts[8], 0] for left in lefts]
-    weak_floor = create_detector("retinaface", threshold=0.25)
-    for index, frame in enumerate(frames):
-        if index != 8:  # weak candidates elsewhere (the shirt) are blips; none where the face is
-            candidates, scores = boxes(weak_floor.detect(frame))
-            assert (match_detections(face_at[index][None], candidates, scores, iou=0.3) < 0).all(), "precondition"
+    _assert_never_seen_weakly(frames, face_at, [i for i in range(len(frames)) if i != 8])
     report = anonymize_video(
         write_clip(tmp_path / "pan.mp4", frames), tmp_path / "out.mp4", Anonymizer("retinaface", obfuscation=RED)
     )
