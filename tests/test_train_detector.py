@@ -282,6 +282,28 @@ def test_faces_a_crop_cuts_are_painted_over_not_taught_as_faces():
     assert partial_kept[1.0] == 0 and partial_kept[0.4] >= 3, partial_kept
 
 
+def test_whole_face_crops_show_enlarged_faces_whole():
+    """maksssksksss83 enlarged to 1280 px puts 240-380-px faces in 512-px crops. Random crops cut most of them
+    (cut faces are painted over here: `min_visible` 1.0); crops placed to keep one face whole show an enlarged
+    face whole in most samples of the resized half."""
+    [record] = [read_voc(EXAMPLES_DIR / "maksssksksss83.xml", EXAMPLES_DIR)]
+    sides = record.boxes[:, 2:] - record.boxes[:, :2]
+    enlargement = 1280 / max(read_image(record.path)[0].shape[:2])
+
+    def whole_enlarged_faces(whole_face_p: float) -> int:
+        config = AugmentConfig(sizes=(1280,), crop=512, min_visible=1.0, whole_face_p=whole_face_p)
+        dataset = FaceDetectionDataset([record], config)
+        found = 0
+        for _ in range(60):
+            image, boxes = dataset.sample(0)
+            assert image.shape[:2] == (512, 512)
+            found += sum(np.abs(box[2:] - box[:2] - sides * enlargement).max(axis=1).min() <= 3 for box in boxes)
+        return found
+
+    random_crops, whole_face_crops = whole_enlarged_faces(0.0), whole_enlarged_faces(1.0)
+    assert whole_face_crops >= 15 and whole_face_crops >= 2 * random_crops, (random_crops, whole_face_crops)
+
+
 def test_a_run_started_from_weights_starts_from_them(tmp_path):
     """--init: with a learning rate too small to move anything, the run's weights are the initial file's."""
     from fmblur.detectors.frcnn_model import read_weights

@@ -126,6 +126,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
         sizes=tuple(args.sizes),
         crop=args.crop,
         min_visible=args.min_visible,
+        whole_face_p=args.whole_face_p,
         init_weights=args.init,
         workers=args.workers,
         warmup_steps=args.warmup,
@@ -240,6 +241,13 @@ def add_train_parser(commands, help_text: str) -> None:
         type=float,
         default=defaults.min_visible,
         help="share of a face a crop must leave for it to stay a face; faces cut more are painted over (%(default)s)",
+    )
+    detector.add_argument(
+        "--whole-face-p",
+        type=float,
+        default=defaults.whole_face_p,
+        help="share of the crops of resized photos placed to keep one face whole, so large faces are seen whole "
+        "and large (%(default)s)",
     )
     detector.add_argument(
         "--init", metavar="PT", default=None, help="start from these weights (e.g. weights/fasterrcnn_<backbone>.pt)"

@@ -64,6 +64,7 @@ class DetectorTrainingConfig:
     crop: int = 448
     min_face: float = 8.0
     min_visible: float = 0.4  # share of a face a crop must leave for it to stay a face (less: painted over)
+    whole_face_p: float = 0.0  # share of the crops of resized photos placed to keep one face whole
     weights_backbone: str | None = None
     # Start from these weights (a file `--export` wrote, e.g. the shipped weights/fasterrcnn_<backbone>.pt)
     # instead of from scratch: continuing a run on new sizes costs a fraction of training again.
@@ -89,6 +90,7 @@ class DetectorTrainingConfig:
             crop=self.crop,
             min_face=self.min_face,
             min_visible=self.min_visible,
+            whole_face_p=self.whole_face_p,
             enabled=self.augment,
         )
 

@@ -34,17 +34,32 @@ class AugmentConfig:
     min_face: float = 8.0  # px, shorter side after augmentation; smaller faces are painted over
     # Share of a face that must stay inside a crop for it to stay a face; less is painted over.
     min_visible: float = 0.4
+    # Share of the crops of resized photos that are placed to keep one face (chosen at random) whole: random
+    # crops of a photo enlarged to 1280 px cut most large faces, so a large face is rarely seen whole and large.
+    whole_face_p: float = 0.0
     enabled: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_visible <= 1.0:
             raise ValueError(f"min_visible must be in (0, 1], got {self.min_visible}")
+        if not 0.0 <= self.whole_face_p <= 1.0:
+            raise ValueError(f"whole_face_p must be in [0, 1], got {self.whole_face_p}")
 
 
 def build_augmentation(config: AugmentConfig):
     import albumentations as A
 
     size = max(config.sizes)
+    crop_resized = [A.RandomCrop(config.crop, config.crop, pad_if_needed=True, fill=0, p=1.0 - config.whole_face_p)]
+    if config.whole_face_p > 0:
+        whole_face = A.Sequential(
+            [
+                A.PadIfNeeded(min_height=config.crop, min_width=config.crop, fill=0),
+                A.AtLeastOneBBoxRandomCrop(config.crop, config.crop, erosion_factor=0.0),
+            ],
+            p=config.whole_face_p,
+        )
+        crop_resized = [A.OneOf([*crop_resized, whole_face], p=1.0)]
     geometry = [
         A.OneOf(
             [
@@ -53,7 +68,7 @@ def build_augmentation(config: AugmentConfig):
             ],
             p=1.0,
         ),
-        *([A.RandomCrop(config.crop, config.crop, pad_if_needed=True, fill=0)] if size > config.crop else []),
+        *(crop_resized if size > config.crop else []),
         A.PadIfNeeded(min_height=min(*config.sizes, config.crop), min_width=min(*config.sizes, config.crop), fill=0),
         A.HorizontalFlip(p=0.5),
     ]
@@ -133,7 +148,8 @@ class FaceDetectionDataset(torch.utils.data.Dataset):
                 np.asarray(result["keypoints"], np.float64).reshape(-1, 2),
                 np.asarray(result["corner_ids"], np.int64),
             )
-            < self.config.min_visible - 1e-6
+            # Clipping goes through normalised coordinates: a whole enlarged face can come back a hair short of 1.
+            < self.config.min_visible - 1e-3
         )
         small = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < self.config.min_face
         ignored = (kinds == IGNORE) | small | cut
