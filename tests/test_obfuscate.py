@@ -61,7 +61,8 @@ def test_larger_kernel_removes_more_detail(example, detected):
     sharpness_by_kernel = []
     for kernel in range(KERNEL_RANGE[0], KERNEL_RANGE[1] + 1, 10):
         # A box region covers the whole face box, so no sharp region edge enters the measurement.
-        output = obfuscate(example.image, detected, ObfuscationConfig(mode="gaussian", kernel=kernel, shape="box"))
+        config = ObfuscationConfig(mode="gaussian", kernel=kernel, shape="box", max_similarity=1.0)  # the blur alone
+        output = obfuscate(example.image, detected, config)
         sharpness_by_kernel.append(np.mean([sharpness(face_pixels(output, f)) for f in detected]))
     assert all(a > b for a, b in itertools.pairwise(sharpness_by_kernel)), sharpness_by_kernel
     original = np.mean([sharpness(face_pixels(example.image, f)) for f in detected])
@@ -120,7 +121,7 @@ def test_every_face_of_a_crowd_gets_its_own_exact_gaussian(examples):
         Face((width - 70.0, height - 90.0, width + 50.0, height + 40.0), 1.0),
     ]
     faces = [Face(tuple(3.0 * box), 1.0) for box in crowd.boxes] + corners
-    config = ObfuscationConfig(shape="box", mask_scale=1.0)
+    config = ObfuscationConfig(shape="box", mask_scale=1.0, max_similarity=1.0)  # the blur alone: no grain
     kernels = {config.kernel_for(face) for face in faces}
     assert len(kernels) >= 6 and min(kernels) > 65, "faces of several sizes, all with large kernels"
     output = obfuscate(big, faces, config)
@@ -173,6 +174,7 @@ def test_solid_fill_colour_and_empty_face_list(example, detected):
         {"mask_scale": 0.5},
         {"feature_kernel": 2},
         {"grain": -1},
+        {"max_similarity": 0.0},
     ],
 )
 def test_bad_settings_are_rejected(options):
@@ -210,27 +212,65 @@ def test_the_ellipse_hides_each_detected_box_whole_corners_included(example):
         assert (output[corner] != example.image[corner]).any()
 
 
-def test_grain_is_fresh_each_time_and_keeps_soft_faces_from_matching_their_originals(examples):
-    """Faces of the example photos enlarged 5x (as a zooming camera shows small faces) are smooth at pixel
-    scale: blurred, SSIM still rates many of their boxes as like the originals (0.6 or more). Noise over the
-    blur is new on every call (nothing to subtract) and brings every box under 0.6."""
-    from skimage.metrics import structural_similarity
-
-    plain_similar = 0
+def _soft_faces(examples):
+    """Faces of the example photos enlarged 5x (as a zooming camera shows small faces): smooth at pixel scale.
+    Yields (image, face) per face."""
     for example in examples:
         for x1, y1, x2, y2 in example.boxes.astype(int):
             margin = x2 - x1
             crop = example.image[max(0, y1 - margin) : y2 + margin, max(0, x1 - margin) : x2 + margin]
             soft = cv2.resize(crop, None, fx=5, fy=5, interpolation=cv2.INTER_LINEAR)
             left, top = 5 * (x1 - max(0, x1 - margin)), 5 * (y1 - max(0, y1 - margin))
-            face = Face(box=(left, top, left + 5 * (x2 - x1), top + 5 * (y2 - y1)), score=1.0)
+            yield soft, Face(box=(left, top, left + 5 * (x2 - x1), top + 5 * (y2 - y1)), score=1.0)
 
-            def box_similarity(output: np.ndarray, face: Face = face, soft: np.ndarray = soft) -> float:
-                grey = [cv2.cvtColor(face_pixels(image, face), cv2.COLOR_RGB2GRAY) for image in (soft, output)]
-                return structural_similarity(*grey)
 
-            plain_similar += box_similarity(obfuscate(soft, [face], ObfuscationConfig())) >= 0.6
-            grainy = [obfuscate(soft, [face], ObfuscationConfig(grain=12)) for _ in range(2)]
-            assert not np.array_equal(*grainy)
-            assert all(box_similarity(output) < 0.6 for output in grainy)
+def _box_similarity(before: np.ndarray, after: np.ndarray, face: Face) -> float:
+    from skimage.metrics import structural_similarity
+
+    return structural_similarity(
+        *(cv2.cvtColor(face_pixels(image, face), cv2.COLOR_RGB2GRAY) for image in (before, after))
+    )
+
+
+def test_grain_is_fresh_each_time_and_keeps_soft_faces_from_matching_their_originals(examples):
+    """Blurred alone, SSIM still rates many soft face boxes as like their originals (0.6 or more). Noise over
+    the blur is new on every call (nothing to subtract) and brings every box under 0.6."""
+    plain_similar = 0
+    blur_alone = ObfuscationConfig(max_similarity=1.0)
+    for soft, face in _soft_faces(examples):
+        plain_similar += _box_similarity(soft, obfuscate(soft, [face], blur_alone), face) >= 0.6
+        grainy = [obfuscate(soft, [face], ObfuscationConfig(grain=12, max_similarity=1.0)) for _ in range(2)]
+        assert not np.array_equal(*grainy)
+        assert all(_box_similarity(soft, output, face) < 0.6 for output in grainy)
     assert plain_similar >= 10, "precondition: blurred soft faces that SSIM rates as like their originals"
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "mosaic"])
+def test_by_default_a_hidden_face_box_is_never_like_its_original(examples, mode):
+    """The default checks each blurred (or mosaic) face box against the original with the leak bench's
+    measure and adds grain where the blur alone left it similar: every soft face box ends under SSIM 0.6."""
+    checked = ObfuscationConfig(mode=mode)
+    for soft, face in _soft_faces(examples):
+        assert _box_similarity(soft, obfuscate(soft, [face], checked), face) < 0.6
+
+
+def test_sharp_faces_the_default_blur_hides_get_no_grain(examples):
+    """The example photos' faces, blurred by the default, are already unlike their originals: the output is the
+    blur alone's, pixel for pixel."""
+    for example in examples:
+        faces = [Face(box=tuple(map(float, box)), score=1.0) for box in example.boxes]
+        blur_alone = obfuscate(example.image, faces, ObfuscationConfig(max_similarity=1.0))
+        assert np.array_equal(obfuscate(example.image, faces, ObfuscationConfig()), blur_alone)
+
+
+def test_similarity_is_scikit_images_ssim(example, detected):
+    """The check's SSIM is the leak bench's (scikit-image's), computed with OpenCV at run time."""
+    from skimage.metrics import structural_similarity
+
+    from fmblur.obfuscate import similarity
+
+    grey = cv2.cvtColor(example.image, cv2.COLOR_RGB2GRAY)
+    blurred = cv2.GaussianBlur(grey, (15, 15), 0)
+    for face in detected:
+        before, after = face_pixels(grey, face), face_pixels(blurred, face)
+        assert similarity(before, after) == pytest.approx(structural_similarity(before, after), abs=1e-9)

@@ -121,6 +121,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_detector: st
     group.add_argument(
         "--grain", type=float, default=defaults.grain, help="noise (grey levels) over blurred regions, 0 = none"
     )
+    group.add_argument(
+        "--max-similarity",
+        type=_unit_float,
+        default=defaults.max_similarity,
+        help="a blurred or mosaic face box still at least this similar to the original (SSIM) gets grain "
+        "(default %(default)s; 1 = never)",
+    )
     group = parser.add_argument_group("identity (dlib face embeddings)")
     choice = group.add_mutually_exclusive_group()
     choice.add_argument("--keep", nargs="+", metavar="PHOTO", help="leave the people in these photos visible")
