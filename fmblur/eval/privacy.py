@@ -42,6 +42,8 @@ def settings(kernels=KERNELS, mask_scales=MASK_SCALES, grains=()) -> list[Obfusc
         for kernel in kernels
     ]
     configs += [ObfuscationConfig(mask_scale=scale) for scale in mask_scales]
+    # The default without its similarity check (grain where a blurred box stays like the original), beside it.
+    configs += [ObfuscationConfig(mask_scale=scale, max_similarity=1.0) for scale in mask_scales]
     configs += [ObfuscationConfig(mode="mosaic"), ObfuscationConfig(mode="solid")]
     for grain in grains:  # grain 0: the relative feature blur without grain, for comparison
         modes = ("gaussian", "feature") if grain > 0 else ("feature",)
@@ -54,7 +56,8 @@ def label(config: ObfuscationConfig) -> str:
     if config.mode in ("mosaic", "solid"):
         kernel = f"{config.mosaic_blocks} blocks" if config.mode == "mosaic" else "-"
     grain = f" grain {config.grain:g}" if config.grain else ""
-    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}"
+    unchecked = " blur alone" if config.kernel is None and config.max_similarity >= 1.0 else ""
+    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}{unchecked}"
 
 
 @dataclass
