@@ -345,10 +345,10 @@ _SSIM_WINDOW = 7
 _SSIM_C1, _SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
 
-def similarity(before: np.ndarray, after: np.ndarray) -> float:
-    """Mean SSIM of two grey uint8 images of the same shape (at least 7 px a side): 7x7 uniform windows with
-    the sample covariance, over the windows that fit inside, as scikit-image's `structural_similarity`."""
-    x, y = before.astype(np.float64), after.astype(np.float64)
+def _ssim_map(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """SSIM of two grey uint8 images per 7x7 window (uniform, sample covariance, as scikit-image's
+    `structural_similarity`), for the windows that fit inside: shape (h - 6, w - 6)."""
+    x, y = before.astype(np.float32), after.astype(np.float32)
     window = (_SSIM_WINDOW, _SSIM_WINDOW)
     count = _SSIM_WINDOW * _SSIM_WINDOW
     unbias = count / (count - 1)
@@ -360,27 +360,31 @@ def similarity(before: np.ndarray, after: np.ndarray) -> float:
         (mean_x**2 + mean_y**2 + _SSIM_C1) * (var_x + var_y + _SSIM_C2)
     )
     inner = _SSIM_WINDOW // 2
-    return float(ssim[inner:-inner, inner:-inner].mean())
+    return ssim[inner:-inner, inner:-inner]
+
+
+def similarity(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean SSIM of two grey uint8 images of the same shape (at least 7 px a side), as scikit-image's
+    `structural_similarity` computes it (to within float32 rounding)."""
+    return float(_ssim_map(before, after).mean())
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)
 
 
-def _checked_boxes(face: Face, rect: tuple[int, int, int, int]) -> list[tuple[slice, slice]]:
-    """The face box and its central parts (_CHECKED_SHARES), clipped to the region, as (rows, columns)."""
-    left, top, right, bottom = rect
-    x1, y1, x2, y2 = face.box
-    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
-    boxes = []
+def _box_similarities(grey_before: np.ndarray, grey_after: np.ndarray, box: tuple[slice, slice]) -> list[float]:
+    """Mean SSIM over the windows centred in the box and in each central part of it (_CHECKED_SHARES), from one
+    SSIM map of the box: one map per face instead of one per part."""
+    ssim = _ssim_map(grey_before[box], grey_after[box])
+    height, width = ssim.shape
+    means = []
     for share in _CHECKED_SHARES:
-        half_w, half_h = (x2 - x1) * share / 2, (y2 - y1) * share / 2
-        box_left, box_top = max(left, int(centre_x - half_w)), max(top, int(centre_y - half_h))
-        box_right = min(right, int(np.ceil(centre_x + half_w)))
-        box_bottom = min(bottom, int(np.ceil(centre_y + half_h)))
-        if min(box_right - box_left, box_bottom - box_top) >= _SSIM_WINDOW:
-            boxes.append((slice(box_top, box_bottom), slice(box_left, box_right)))
-    return boxes
+        cut_y, cut_x = int(round(height * (1 - share) / 2)), int(round(width * (1 - share) / 2))
+        part = ssim[cut_y : height - cut_y, cut_x : width - cut_x]
+        if part.size:
+            means.append(float(part.mean()))
+    return means
 
 
 def _grain_where_still_similar(
@@ -390,25 +394,24 @@ def _grain_where_still_similar(
     `max_similarity` like `image`, until it is `_GRAIN_MARGIN` under. Checked on the finished picture, as the
     leak bench sees it: a face is often covered by its own region and a neighbour's."""
     height, width = image.shape[:2]
+    grey_before, grey_after = _grey(image), _grey(output)
     for face in faces:
-        rect = region_box(face, config.mask_scale, width, height)
-        left, top, right, bottom = rect
-        boxes = _checked_boxes(face, rect) if right > left and bottom > top else []
-        originals = [_grey(image[box]) for box in boxes]
-
-        def similar(bar: float, boxes: list = boxes, originals: list = originals) -> bool:
-            return any(
-                similarity(before, _grey(output[box])) >= bar for box, before in zip(boxes, originals, strict=True)
-            )
-
-        if not boxes or not similar(config.max_similarity):
+        left, top, right, bottom = rect = region_box(face, config.mask_scale, width, height)
+        x1, y1, x2, y2 = face.box
+        box_left, box_top = max(left, int(x1)), max(top, int(y1))
+        box_right, box_bottom = min(right, int(np.ceil(x2))), min(bottom, int(np.ceil(y2)))
+        if min(box_right - box_left, box_bottom - box_top) < _SSIM_WINDOW:
+            continue
+        box = (slice(box_top, box_bottom), slice(box_left, box_right))
+        if max(_box_similarities(grey_before, grey_after, box)) < config.max_similarity:
             continue
         inside = _shape_mask(face, config, rect)[..., None] > 0
         region = output[top:bottom, left:right]
         hidden = region.copy()
         for sigma in _FALLBACK_GRAINS:
             np.copyto(region, _with_grain(hidden, max(sigma, config.grain)), where=inside)
-            if not similar(config.max_similarity - _GRAIN_MARGIN):
+            grey_after[top:bottom, left:right] = _grey(region)
+            if max(_box_similarities(grey_before, grey_after, box)) < config.max_similarity - _GRAIN_MARGIN:
                 break
 
 
