@@ -69,9 +69,10 @@ class ObfuscationConfig:
     grain: float = 0.0
     # SSIM with 7-px windows, as the leak bench measures (a face is visible at 0.6). A soft face (enlarged, out
     # of focus) has little structure for a blur to remove, so its blurred box can still rate as "the same
-    # picture" though nothing of it can be made out. 0.55 leaves a margin for faces boxed differently from the
-    # detector's box.
-    max_similarity: float = 0.55
+    # picture" though nothing of it can be made out; `SUGGESTED_MAX_SIMILARITY` gives such faces grain. Off by
+    # default: the grain made a blurred selfie face weakly detectable again (RetinaFace at 0.3 on a 1.5x copy
+    # found it in one frame of a 2-s clip in 2 runs of 10), and the default must not (tests/test_video.py).
+    max_similarity: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -331,15 +332,19 @@ def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
 
 
 # Grain given to a face whose hidden box the blur left too similar, doubled while it stays so. 12 grey levels
-# took every hidden face of the leak bench's clips below SSIM 0.6 (docs/results/video-leaks-reading.md).
-_FALLBACK_GRAINS = (12.0, 24.0, 48.0)
+# took every hidden face of the leak bench's clips below SSIM 0.6 (docs/results/video-leaks-reading.md); 6 first,
+# as less noise gives a blurred face less texture for a detector to find.
+_FALLBACK_GRAINS = (6.0, 12.0, 24.0, 48.0)
+# The check's bar that took the leak bench's clips to their fewest leaked frames (docs/results/video-leaks-reading.md):
+# 0.55 leaves a margin for faces boxed differently from the detector's box.
+SUGGESTED_MAX_SIMILARITY = 0.55
 # Grain goes on until every checked box is this far under `max_similarity`: video encoding smooths part of the
 # noise away afterwards.
 _GRAIN_MARGIN = 0.05
 # A detector's box often reaches further than the face an annotator would draw (hair, forehead, chin), and the
 # blurred hair or background there pulls the box's SSIM down, so the box and two central parts of it are
 # checked. On the leak bench's clip0 one face's detected box gave 0.51, its central 0.8 0.57 and 0.6 0.64, its
-# annotated box 0.62. Of the 1,067 faces RetinaFace finds in fmd-train, 73 (7 %) get grain at the default 0.55.
+# annotated box 0.62. Of the 1,067 faces RetinaFace finds in fmd-train, 73 (7 %) get grain at 0.55.
 _CHECKED_SHARES = (1.0, 0.8, 0.6)
 _SSIM_WINDOW = 7
 _SSIM_C1, _SSIM_C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2

@@ -24,7 +24,7 @@ from fmblur.identity import create_embedder
 from fmblur.identity.embedder import measurable
 from fmblur.image_io import read_image
 from fmblur.landmarks import create_landmark_source
-from fmblur.obfuscate import ObfuscationConfig, obfuscate
+from fmblur.obfuscate import SUGGESTED_MAX_SIMILARITY, ObfuscationConfig, obfuscate
 from fmblur.provenance import provenance
 
 KERNELS = (5, 15, 25, 35, 45, 55, 65)
@@ -42,8 +42,8 @@ def settings(kernels=KERNELS, mask_scales=MASK_SCALES, grains=()) -> list[Obfusc
         for kernel in kernels
     ]
     configs += [ObfuscationConfig(mask_scale=scale) for scale in mask_scales]
-    # The default without its similarity check (grain where a blurred box stays like the original), beside it.
-    configs += [ObfuscationConfig(mask_scale=scale, max_similarity=1.0) for scale in mask_scales]
+    # The default with the similarity check (grain where a blurred box stays like the original), beside it.
+    configs += [ObfuscationConfig(mask_scale=scale, max_similarity=SUGGESTED_MAX_SIMILARITY) for scale in mask_scales]
     configs += [ObfuscationConfig(mode="mosaic"), ObfuscationConfig(mode="solid")]
     for grain in grains:  # grain 0: the relative feature blur without grain, for comparison
         modes = ("gaussian", "feature") if grain > 0 else ("feature",)
@@ -56,8 +56,8 @@ def label(config: ObfuscationConfig) -> str:
     if config.mode in ("mosaic", "solid"):
         kernel = f"{config.mosaic_blocks} blocks" if config.mode == "mosaic" else "-"
     grain = f" grain {config.grain:g}" if config.grain else ""
-    unchecked = " blur alone" if config.kernel is None and config.max_similarity >= 1.0 else ""
-    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}{unchecked}"
+    checked = f" check {config.max_similarity:g}" if config.max_similarity < 1.0 and config.mode != "feature" else ""
+    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}{checked}"
 
 
 @dataclass
