@@ -68,8 +68,7 @@ def test_larger_kernel_removes_more_detail(example, detected):
     sharpness_by_kernel = []
     for kernel in range(KERNEL_RANGE[0], KERNEL_RANGE[1] + 1, 10):
         # A box region covers the whole face box, so no sharp region edge enters the measurement.
-        config = ObfuscationConfig(mode="gaussian", kernel=kernel, shape="box", max_similarity=1.0)  # the blur alone
-        output = obfuscate(example.image, detected, config)
+        output = obfuscate(example.image, detected, ObfuscationConfig(mode="gaussian", kernel=kernel, shape="box"))
         sharpness_by_kernel.append(np.mean([sharpness(face_pixels(output, f)) for f in detected]))
     assert all(a > b for a, b in itertools.pairwise(sharpness_by_kernel)), sharpness_by_kernel
     original = np.mean([sharpness(face_pixels(example.image, f)) for f in detected])
@@ -128,7 +127,7 @@ def test_every_face_of_a_crowd_gets_its_own_exact_gaussian(examples):
         Face((width - 70.0, height - 90.0, width + 50.0, height + 40.0), 1.0),
     ]
     faces = [Face(tuple(3.0 * box), 1.0) for box in crowd.boxes] + corners
-    config = ObfuscationConfig(shape="box", mask_scale=1.0, max_similarity=1.0)  # the blur alone: no grain
+    config = ObfuscationConfig(shape="box", mask_scale=1.0)
     kernels = {config.kernel_for(face) for face in faces}
     assert len(kernels) >= 6 and min(kernels) > 65, "faces of several sizes, all with large kernels"
     output = obfuscate(big, faces, config)

@@ -24,7 +24,7 @@ from fmblur.identity import create_embedder
 from fmblur.identity.embedder import measurable
 from fmblur.image_io import read_image
 from fmblur.landmarks import create_landmark_source
-from fmblur.obfuscate import SUGGESTED_MAX_SIMILARITY, ObfuscationConfig, obfuscate
+from fmblur.obfuscate import SIMILARITY_CHECKED_MODES, SUGGESTED_MAX_SIMILARITY, ObfuscationConfig, obfuscate
 from fmblur.provenance import provenance
 
 KERNELS = (5, 15, 25, 35, 45, 55, 65)
@@ -33,10 +33,9 @@ MASK_SCALES = (1.0, 1.3, 1.6)
 
 def settings(kernels=KERNELS, mask_scales=MASK_SCALES, grains=()) -> list[ObfuscationConfig]:
     """Gaussian and feature blur at each kernel and mask scale, the relative default, mosaic and solid; and the
-    relative Gaussian and feature blur with each grain (noise sigma) in `grains`. The fixed kernels are the blur
-    alone (the dissertation's sweep): no grain where a face box stays similar to its original."""
+    relative Gaussian and feature blur with each grain (noise sigma) in `grains`."""
     configs = [
-        ObfuscationConfig(mode=mode, kernel=kernel, mask_scale=scale, max_similarity=1.0)
+        ObfuscationConfig(mode=mode, kernel=kernel, mask_scale=scale)
         for mode in ("gaussian", "feature")
         for scale in mask_scales
         for kernel in kernels
@@ -56,8 +55,9 @@ def label(config: ObfuscationConfig) -> str:
     if config.mode in ("mosaic", "solid"):
         kernel = f"{config.mosaic_blocks} blocks" if config.mode == "mosaic" else "-"
     grain = f" grain {config.grain:g}" if config.grain else ""
-    checked = f" check {config.max_similarity:g}" if config.max_similarity < 1.0 and config.mode != "feature" else ""
-    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}{checked}"
+    checked = config.max_similarity < 1.0 and config.mode in SIMILARITY_CHECKED_MODES
+    check = f" check {config.max_similarity:g}" if checked else ""
+    return f"{config.mode} {kernel} s{config.mask_scale:g}{grain}{check}"
 
 
 @dataclass
