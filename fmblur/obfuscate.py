@@ -29,6 +29,10 @@ _MAX_DIRECT_KERNEL = 65
 # scaled to match). Against an exact Gaussian of size 67..481 on regions of a 4x enlarged example photo the
 # difference is at most 3 grey levels (mean 0.2-0.6); 31 gave up to 5, 47 cost 20 % more time.
 _DOWNSCALED_KERNEL = 39
+# The similarity check's bar (SSIM with 7-px windows, as the leak bench measures; a face is visible there at 0.6):
+# the bar that took the leak bench's clips to their fewest leaked frames (docs/results/video-leaks-reading.md);
+# 0.55 leaves a margin for faces boxed differently from the detector's box.
+DEFAULT_MAX_SIMILARITY = 0.55
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class ObfuscationConfig:
         blurred smooth face from looking like its original to SSIM, whose windows rate two flat
         patches as alike (docs/results/video-leaks-reading.md).
     max_similarity: a blurred or mosaic face whose box (or the box's centre) in the finished picture is still
-        at least this like the original by SSIM gets grain until it is not; 1 = never.
+        at least this like the original by SSIM gets block noise until it is not; 1 = never.
     """
 
     mode: Mode = "gaussian"
@@ -67,12 +71,9 @@ class ObfuscationConfig:
     mask_scale: float = 1.3
     feather: float = 0.0
     grain: float = 0.0
-    # SSIM with 7-px windows, as the leak bench measures (a face is visible at 0.6). A soft face (enlarged, out
-    # of focus) has little structure for a blur to remove, so its blurred box can still rate as "the same
-    # picture" though nothing of it can be made out; `SUGGESTED_MAX_SIMILARITY` gives such faces grain. Off by
-    # default: the grain made a blurred selfie face weakly detectable again (RetinaFace at 0.3 on a 1.5x copy
-    # found it in one frame of a 2-s clip in 2 runs of 10), and the default must not (tests/test_video.py).
-    max_similarity: float = 1.0
+    # A soft face (enlarged, out of focus) has little structure for a blur to remove, so its blurred box can still
+    # rate as "the same picture" though nothing of it can be made out; the check gives such faces noise.
+    max_similarity: float = DEFAULT_MAX_SIMILARITY
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -331,13 +332,14 @@ def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.add(patch, noise, dtype=cv2.CV_8U)
 
 
-# Grain given to a face whose hidden box the blur left too similar, doubled while it stays so. 12 grey levels
-# took every hidden face of the leak bench's clips below SSIM 0.6 (docs/results/video-leaks-reading.md); 6 first,
-# as less noise gives a blurred face less texture for a detector to find.
+# A face whose hidden box the blur left too similar gets noise in blocks of this many pixels, one grey offset per
+# block, doubled (_FALLBACK_GRAINS) while the box stays too similar. A soft face keeps SSIM >= 0.6 under any blur
+# (7-px windows rate two flat patches as alike), and only added contrast brings it down; blocks just larger than
+# SSIM's windows do that without texture at the scale of skin. Fine per-pixel noise did it too, but a strong
+# RetinaFace (0.3 on a 1.5x copy) found such faces again: the test selfie clip in 2 of 3 runs (up to 0.45), 1 to 3
+# of 63 enlarged example faces; with 8-px blocks none of the 63 scored even 0.1, nor did 2- and 4-px blocks hold.
+_GRAIN_BLOCK = 8
 _FALLBACK_GRAINS = (6.0, 12.0, 24.0, 48.0)
-# The check's bar that took the leak bench's clips to their fewest leaked frames (docs/results/video-leaks-reading.md):
-# 0.55 leaves a margin for faces boxed differently from the detector's box.
-SUGGESTED_MAX_SIMILARITY = 0.55
 # Grain goes on until every checked box is this far under `max_similarity`: video encoding smooths part of the
 # noise away afterwards.
 _GRAIN_MARGIN = 0.05
@@ -394,14 +396,27 @@ def _box_similarities(grey_before: np.ndarray, grey_after: np.ndarray, box: tupl
     return means
 
 
+def _with_block_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
+    """`patch` with uniform grey noise of standard deviation `sigma`, constant over each _GRAIN_BLOCK square."""
+    height, width = patch.shape[:2]
+    bound = max(1, round(sigma * np.sqrt(3.0)))
+    blocks = _NOISE.integers(-bound, bound + 1, (-(-height // _GRAIN_BLOCK), -(-width // _GRAIN_BLOCK)), np.int16)
+    noise = np.repeat(np.repeat(blocks, _GRAIN_BLOCK, 0), _GRAIN_BLOCK, 1)[:height, :width]
+    return cv2.add(patch, cv2.merge([noise] * patch.shape[2]), dtype=cv2.CV_8U)
+
+
 def _grain_where_still_similar(
     image: np.ndarray, output: np.ndarray, faces: Sequence[Face], config: ObfuscationConfig
 ) -> None:
-    """Add grain (in place) over each face region whose box or centre in `output` is still at least
-    `max_similarity` like `image`, until it is `_GRAIN_MARGIN` under. Checked on the finished picture, as the
-    leak bench sees it: a face is often covered by its own region and a neighbour's."""
+    """Add block noise (in place) over each face region whose box or centre in `output` is still at least
+    `max_similarity` like `image`, until it is `_GRAIN_MARGIN` under. Checked on the finished picture, as the leak
+    bench sees it: a face is often covered by its own region and a neighbour's."""
     height, width = image.shape[:2]
     grey_before, grey_after = _grey(image), _grey(output)
+
+    def still_similar(box: tuple[slice, slice], bar: float) -> bool:
+        return max(_box_similarities(grey_before, grey_after, box)) >= bar
+
     for face in faces:
         left, top, right, bottom = rect = region_box(face, config.mask_scale, width, height)
         x1, y1, x2, y2 = face.box
@@ -410,15 +425,15 @@ def _grain_where_still_similar(
         if min(box_right - box_left, box_bottom - box_top) < _SSIM_WINDOW:
             continue
         box = (slice(box_top, box_bottom), slice(box_left, box_right))
-        if max(_box_similarities(grey_before, grey_after, box)) < config.max_similarity:
+        if not still_similar(box, config.max_similarity):
             continue
         inside = _shape_mask(face, config, rect)[..., None] > 0
         region = output[top:bottom, left:right]
         hidden = region.copy()
         for sigma in _FALLBACK_GRAINS:
-            np.copyto(region, _with_grain(hidden, max(sigma, config.grain)), where=inside)
+            np.copyto(region, _with_block_grain(hidden, sigma), where=inside)
             grey_after[top:bottom, left:right] = _grey(region)
-            if max(_box_similarities(grey_before, grey_after, box)) < config.max_similarity - _GRAIN_MARGIN:
+            if not still_similar(box, config.max_similarity - _GRAIN_MARGIN):
                 break
 
 

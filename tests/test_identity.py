@@ -74,13 +74,13 @@ def test_no_face_is_reidentifiable_after_a_45_kernel_blur(found):
 
 
 def test_a_light_blur_leaves_faces_reidentifiable(found):
-    """The meter can say yes: a 5-pixel kernel hides nothing from a face recogniser."""
+    """The meter can say yes: a 5-pixel kernel hides nothing from a face recogniser (the blur alone: without
+    the similarity check, which would give these faces noise)."""
     embedder = create_embedder("dlib")
+    light_blur = ObfuscationConfig(mode="gaussian", kernel=5, max_similarity=1.0)
     reidentifiable = measured = 0
     for _, image, faces in found:
-        report = measure_privacy(
-            image, obfuscate(image, faces, ObfuscationConfig(mode="gaussian", kernel=5)), faces, embedder
-        )
+        report = measure_privacy(image, obfuscate(image, faces, light_blur), faces, embedder)
         reidentifiable += report.reidentifiable
         measured += report.measured
     assert reidentifiable >= 0.9 * measured

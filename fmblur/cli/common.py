@@ -125,8 +125,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, default_detector: st
         "--max-similarity",
         type=_unit_float,
         default=defaults.max_similarity,
-        help="a blurred or mosaic face box still at least this similar to the original (SSIM) gets grain "
-        "(default %(default)s = never; 0.55 took the leak benchmark's soft faces below its bar)",
+        help="a blurred or mosaic face box still at least this similar to the original (SSIM) gets block noise "
+        "until it is not (default %(default)s; 1 = never)",
     )
     group = parser.add_argument_group("identity (dlib face embeddings)")
     choice = group.add_mutually_exclusive_group()
