@@ -213,13 +213,17 @@ def whole_face(face: Face, width: int, height: int) -> Face:
         return face
     at_top, at_bottom = y1 <= _EDGE, y2 >= height - _EDGE
     at_left, at_right = x1 <= _EDGE, x2 >= width - _EDGE
-    if at_top != at_bottom and box_height < WHOLE_FACE_ASPECT * box_width:
+    # A box at a corner or across the picture (a large false positive, a face filling the frame) has no one side
+    # a face could be missing from.
+    if at_top + at_bottom + at_left + at_right != 1:
+        return face
+    if (at_top or at_bottom) and box_height < WHOLE_FACE_ASPECT * box_width:
         missing = WHOLE_FACE_ASPECT * box_width - box_height
         y1, y2 = (y1, y2 + missing) if at_top else (y1 - missing, y2)
-    if at_left != at_right and box_width < box_height / WHOLE_FACE_ASPECT:
+    elif (at_left or at_right) and box_width < box_height / WHOLE_FACE_ASPECT:
         missing = box_height / WHOLE_FACE_ASPECT - box_width
         x1, x2 = (x1, x2 + missing) if at_left else (x1 - missing, x2)
-    if (x1, y1, x2, y2) == face.box:
+    else:
         return face
     return replace(face, box=(x1, y1, x2, y2))
 
@@ -375,8 +379,8 @@ def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
 # block, doubled (_FALLBACK_GRAINS) while the box stays too similar. A soft face keeps SSIM >= 0.6 under any blur
 # (7-px windows rate two flat patches as alike), and only added contrast brings it down; blocks just larger than
 # SSIM's windows do that without texture at the scale of skin. Fine per-pixel noise did it too, but a strong
-# RetinaFace (0.3 on a 1.5x copy) found such faces again: the test selfie clip in 2 of 3 runs (up to 0.45), 1 to 3
-# of 63 enlarged example faces; with 8-px blocks none of the 63 scored even 0.1, nor did 2- and 4-px blocks hold.
+# RetinaFace (0.3 on a 1.5x copy) found such faces again: the test selfie clip in 2 of 3 runs (up to 0.45), an
+# enlarged example face in 7 of 10 runs; with 8-px blocks none in 8 and 12 runs (docs/results/privacy.md).
 _GRAIN_BLOCK = 8
 _FALLBACK_GRAINS = (6.0, 12.0, 24.0, 48.0)
 # Grain goes on until every checked box is this far under `max_similarity`: video encoding smooths part of the
@@ -385,7 +389,7 @@ _GRAIN_MARGIN = 0.05
 # A detector's box often reaches further than the face an annotator would draw (hair, forehead, chin), and the
 # blurred hair or background there pulls the box's SSIM down, so the box and two central parts of it are
 # checked. On the leak bench's clip0 one face's detected box gave 0.51, its central 0.8 0.57 and 0.6 0.64, its
-# annotated box 0.62. Of the 1,067 faces RetinaFace finds in fmd-train, 73 (7 %) get grain at 0.55.
+# annotated box 0.62. Of the 1,067 faces RetinaFace finds in fmd-train, 73 (7 %) get noise at 0.55.
 _CHECKED_SHARES = (1.0, 0.8, 0.6)
 _SSIM_WINDOW = 7
 # Modes whose faces the check looks at: feature blur keeps eyes, nose and mouth on purpose, solid fill hides all.
