@@ -205,8 +205,8 @@ def whole_face(face: Face, width: int, height: int) -> Face:
 
     A detector's box of a face cut by the edge often stops short of what is still in view: on the leak bench's
     clip1 a face cut by the top edge was boxed from y=-4 to 40 (56 px wide) and showed to y=61, so a strip of it
-    stayed visible. Boxes of faces cut by the top or bottom edge came out 0.7-1.05 times as tall as wide on
-    training photos against 1.27 for whole faces."""
+    stayed visible. On training photos, 11 of the 12 boxes cut by the top or bottom edge alone were shorter than a
+    whole face (median 1.03 times as tall as wide, against 1.27)."""
     x1, y1, x2, y2 = face.box
     box_width, box_height = x2 - x1, y2 - y1
     if box_width <= 0 or box_height <= 0:

@@ -34,7 +34,7 @@ MASK_SCALES = (1.0, 1.3, 1.6)
 def settings(kernels=KERNELS, mask_scales=MASK_SCALES, grains=()) -> list[ObfuscationConfig]:
     """Gaussian and feature blur at each kernel and mask scale, the relative default, mosaic and solid; and the
     relative Gaussian and feature blur with each grain (noise sigma) in `grains`. The fixed kernels are the blur
-    alone (the dissertation's sweep): no similarity check hides a face harder where its box stays like the original."""
+    alone (the dissertation's sweep): no similarity check adds noise where a face box stays like the original."""
     configs = [
         ObfuscationConfig(mode=mode, kernel=kernel, mask_scale=scale, max_similarity=1.0)
         for mode in ("gaussian", "feature")
