@@ -265,7 +265,7 @@ def test_with_the_similarity_check_a_hidden_face_box_is_never_like_its_original(
 @pytest.mark.parametrize("mode", ["gaussian", "mosaic"])
 def test_the_checks_noise_gives_no_soft_face_back_to_a_strong_detector(examples, mode):
     """Noise added for the check must not make a hidden face findable: a stronger RetinaFace (0.3, on a 1.5x copy)
-    finds none of the soft faces hidden with the check. Per-pixel noise gave 1 to 3 of 63 back (up to 0.46)."""
+    finds none of the soft faces hidden with the check. Per-pixel noise gave one back in most runs (up to 0.46)."""
     strong = create_detector("retinaface", threshold=0.3, scale=1.5)
     found = 0
     for soft, face in _soft_faces(examples):
