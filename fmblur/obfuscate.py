@@ -366,13 +366,16 @@ def _face_patch(
 _NOISE = np.random.default_rng()  # seeded from the OS: the noise must not be reproducible
 
 
-def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
+def _uniform_noise(shape: tuple[int, ...], sigma: float) -> np.ndarray:
     # Uniform integers on [-a, a] have the standard deviation sigma for a = sigma * sqrt(3); drawn as int16 and
     # added with saturation by OpenCV, six times faster than Gaussian floats with a crowd's 70 regions a frame.
     # What matters against deconvolution and SSIM is fresh noise of that variance, not its distribution.
     bound = max(1, round(sigma * np.sqrt(3.0)))
-    noise = _NOISE.integers(-bound, bound + 1, patch.shape, dtype=np.int16)
-    return cv2.add(patch, noise, dtype=cv2.CV_8U)
+    return _NOISE.integers(-bound, bound + 1, shape, dtype=np.int16)
+
+
+def _with_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.add(patch, _uniform_noise(patch.shape, sigma), dtype=cv2.CV_8U)
 
 
 # A face whose hidden box the blur left too similar gets noise in blocks of this many pixels, one grey offset per
@@ -442,8 +445,7 @@ def _box_similarities(grey_before: np.ndarray, grey_after: np.ndarray, box: tupl
 def _with_block_grain(patch: np.ndarray, sigma: float) -> np.ndarray:
     """`patch` with uniform grey noise of standard deviation `sigma`, constant over each _GRAIN_BLOCK square."""
     height, width = patch.shape[:2]
-    bound = max(1, round(sigma * np.sqrt(3.0)))
-    blocks = _NOISE.integers(-bound, bound + 1, (-(-height // _GRAIN_BLOCK), -(-width // _GRAIN_BLOCK)), np.int16)
+    blocks = _uniform_noise((-(-height // _GRAIN_BLOCK), -(-width // _GRAIN_BLOCK)), sigma)
     noise = np.repeat(np.repeat(blocks, _GRAIN_BLOCK, 0), _GRAIN_BLOCK, 1)[:height, :width]
     return cv2.add(patch, cv2.merge([noise] * patch.shape[2]), dtype=cv2.CV_8U)
 
