@@ -93,3 +93,30 @@ def inter_ocular(points: np.ndarray) -> np.ndarray:
 def normalised_mean_error(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per face: mean point distance / the target's inter-ocular distance."""
     return np.linalg.norm(predicted - target, axis=-1).mean(axis=-1) / np.maximum(inter_ocular(target), 1.0)
+
+
+def crops_around(boxes: np.ndarray, size: tuple[int, int], margin: int, grid: int) -> list[tuple[int, int, int, int]]:
+    """Integer rectangles (x1, y1, x2, y2) inside a (width, height) image that hold each box with `margin`
+    pixels of picture around it, their top-left corners on a `grid`-pixel lattice; overlapping rectangles are
+    joined into one. A strided network sees such a crop's inside as it sees the whole image there: same grid,
+    and context enough for its receptive field (the caller picks the margin)."""
+    width, height = size
+    rects = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        left = max(0, int(np.floor(x1 - margin)) // grid * grid)
+        top = max(0, int(np.floor(y1 - margin)) // grid * grid)
+        right, bottom = min(width, int(np.ceil(x2 + margin))), min(height, int(np.ceil(y2 + margin)))
+        if right > left and bottom > top:
+            rects.append([left, top, right, bottom])
+    joined: list[list[int]] = []
+    while rects:  # join until no two overlap (a join can make a rectangle meet a third)
+        rect = rects.pop()
+        meets = [r for r in rects if rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3]]
+        if not meets:
+            joined.append(rect)
+            continue
+        rects = [r for r in rects if all(r is not m for m in meets)] + joined
+        joined = []
+        corners = np.array([rect, *meets])
+        rects.append([*corners[:, :2].min(0).tolist(), *corners[:, 2:].max(0).tolist()])
+    return [tuple(r) for r in joined]

@@ -92,10 +92,14 @@ class TrackingOptions:
             raise ValueError("key frames need tracking: their faces are held by the tracks between key frames")
 
 
-def with_key_frame_faces(faces: list[Face], key_faces: list[Face], threshold: float) -> list[Face]:
+def with_key_frame_faces(
+    faces: list[Face], key_faces: list[Face], threshold: float, key_threshold: float = 0.0
+) -> list[Face]:
     """A frame's faces with a key-frame detector's faces added. The key-frame detector is the stronger one, so
-    each of its faces counts as a detection at `threshold` at least: a face both found keeps the frame
-    detector's box (the tracks follow that detector's boxes) with the higher score, the others are added."""
+    each of its faces at `key_threshold` counts as a detection at `threshold` at least: a face both found keeps
+    the frame detector's box (the tracks follow that detector's boxes) with the higher score, the others are
+    added. Its faces below `key_threshold` (weak evidence) count as weak evidence of the frame detector: their
+    score is scaled by threshold / key_threshold, so they land where the frame detector's weak candidates are."""
     if not key_faces:
         return faces
     merged = list(faces)
@@ -104,13 +108,25 @@ def with_key_frame_faces(faces: list[Face], key_faces: list[Face], threshold: fl
         np.array([f.box for f in faces], np.float64).reshape(-1, 4),
     )
     for row, key_face in enumerate(key_faces):
-        score = max(key_face.score, threshold)
+        if key_face.score >= key_threshold:
+            score = max(key_face.score, threshold)
+        else:
+            score = key_face.score * threshold / key_threshold
         best = int(overlaps[row].argmax()) if len(faces) else -1
         if best >= 0 and overlaps[row, best] >= CHAIN_IOU:
             merged[best] = dataclasses.replace(merged[best], score=max(merged[best].score, score))
         else:
             merged.append(dataclasses.replace(key_face, score=score))
     return merged
+
+
+def unexplained(candidates: list[Face], boxes: list[np.ndarray] | np.ndarray) -> list[Face]:
+    """The candidates that overlap none of `boxes` (CHAIN_IOU): places no face known there accounts for."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not candidates or not len(boxes):
+        return list(candidates)
+    overlaps = iou_matrix(np.array([c.box for c in candidates], np.float64), boxes)
+    return [c for c, row in zip(candidates, overlaps, strict=True) if row.max() < CHAIN_IOU]
 
 
 @dataclass(frozen=True)
@@ -140,7 +156,8 @@ class TrackedFrame:
 class _TrackState:
     last_face: Face
     smoothed: np.ndarray
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    last_frame: int = 0  # the frame of last_face
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # pixels per frame
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -190,6 +207,7 @@ class FaceTracker:
         self.threshold = threshold
         self._states: dict[int, _TrackState] = {}
         self._untracked: list[tuple[Face, int]] = []  # (padded face, frames it is still held)
+        self._frame = -1  # the index of the frame of the last update
         self._tracker = self._weak_tracker = None
         if options.enabled:
             # A face found on a detection (or key) frame is held at least until the next one.
@@ -209,6 +227,7 @@ class FaceTracker:
         """Regions to hide in this frame. `faces` (at or above `weak_floor`) is None on frames the detector
         skipped (detect_every)."""
         faces = [f for f in faces or [] if f.score >= self.weak_floor]
+        self._frame += 1
         if self._tracker is None:
             return TrackedFrame([CoveredFace(face, -1, "detected", face) for face in faces])
         result = self._tracker.update(_detections(faces))
@@ -230,10 +249,14 @@ class FaceTracker:
             seen.add(track_id)
             state = self._states.get(track_id)
             if state is None:
-                state = self._states[track_id] = _TrackState(last_face=face, smoothed=box)
+                state = self._states[track_id] = _TrackState(last_face=face, smoothed=box, last_frame=self._frame)
             else:
                 last = np.asarray(state.last_face.box, np.float64)
-                state.velocity = (box[:2] + box[2:]) / 2 - (last[:2] + last[2:]) / 2
+                # Per frame: a track found again after a gap moved over all of it (taken as one frame's motion,
+                # a face found 20 frames on grew its box by 20 frames of motion on every side).
+                elapsed = max(1, self._frame - state.last_frame)
+                state.velocity = ((box[:2] + box[2:]) / 2 - (last[:2] + last[2:]) / 2) / elapsed
+                state.last_frame = self._frame
                 alpha = self.options.smoothing
                 state.smoothed = alpha * box + (1 - alpha) * state.smoothed
                 state.last_face = face

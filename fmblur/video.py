@@ -30,6 +30,7 @@ import numpy as np
 from fmblur.atomic import atomic_target
 from fmblur.camera_motion import CameraMotion
 from fmblur.detectors import create_detector
+from fmblur.face import Face
 from fmblur.identity.privacy import PrivacyReport
 from fmblur.identity.tracks import TrackIdentities, link_untracked
 from fmblur.obfuscate import region_box
@@ -41,6 +42,7 @@ from fmblur.tracking import (
     TrackedFrame,
     TrackingOptions,
     complete_plan,
+    unexplained,
     with_key_frame_faces,
 )
 from fmblur.video_io import (
@@ -115,6 +117,11 @@ def find_and_track(
     # Key frames from the frame detector itself would only repeat its pass.
     key_frames = tracking.keyframe_every and tracking.keyframe_detector != anonymizer.detector.name
     key_detector = create_detector(tracking.keyframe_detector) if key_frames else None
+    # The key detector also reports weak candidates; one at a place no known face accounts for makes it run on
+    # the next frames too, until the frame tracker has seen it confirm_frames frames in a row or it is gone.
+    key_floor = key_detector.threshold * tracking.weak_ratio if key_detector is not None else 0.0
+    confirming = 0  # further frames the key detector runs on to confirm such a candidate
+    places: list[Face] = []  # those candidates, last seen
     plan: list[TrackedFrame] = []
     size = (0, 0)
     for index, frame in enumerate(frames):
@@ -125,9 +132,19 @@ def find_and_track(
             # The detector reports candidates down to the weak floor; the tracker decides what they are worth.
             with anonymizer.detector.reporting_down_to(tracker.weak_floor):
                 faces = anonymizer.find_faces(frame.image, timings)
-        if key_detector is not None and index % tracking.keyframe_every == 0:
+        scheduled = key_detector is not None and index % tracking.keyframe_every == 0
+        if scheduled or confirming:
             known = faces or []
-            faces = with_key_frame_faces(known, key_detector.detect(frame.image), anonymizer.detector.threshold)
+            with key_detector.reporting_down_to(key_floor):
+                # Between key frames only around the candidates (a tenth of the cost), where the detector allows.
+                key_faces = None if scheduled else key_detector.detect_around(frame.image, [f.box for f in places])
+                key_faces = key_detector.detect(frame.image) if key_faces is None else key_faces
+            accounted = [f.box for f in known if f.score >= anonymizer.detector.threshold]
+            accounted += [f.box for f in key_faces if f.score >= key_detector.threshold]
+            accounted += [region.face.box for region in plan[-1].covered] if plan else []
+            places = unexplained([f for f in key_faces if f.score < key_detector.threshold], accounted)
+            confirming = (tracking.confirm_frames - 1 if scheduled else confirming - 1) if places else 0
+            faces = with_key_frame_faces(known, key_faces, anonymizer.detector.threshold, key_detector.threshold)
             # Landmarks only for the faces the key frame added: the others keep the frame detector's.
             faces[len(known) :] = anonymizer.landmarks.apply(frame.image, faces[len(known) :])
             timings.lap("key frames")

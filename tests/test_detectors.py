@@ -9,7 +9,7 @@ from fmblur.detectors import DetectorUnavailable, available_detector_names, crea
 from fmblur.detectors.frcnn import BACKBONES
 from fmblur.detectors.registry import detector_class
 from fmblur.face import LANDMARK_NAMES
-from fmblur.geometry import match_detections
+from fmblur.geometry import iou_matrix, match_detections
 
 # Recall at IoU 0.5 over the 21 faces of examples/, at each detector's default threshold.
 # Measured 2026-11-22: retinaface 1.00 (21/21), centerface 1.00 (21/21), mtcnn 0.76 (16/21),
@@ -198,3 +198,29 @@ def test_wrong_input_types_are_clear_errors():
         create_detector("nope")
     with pytest.raises(ValueError, match="threshold"):
         create_detector("retinaface", threshold=1.5)
+
+
+@pytest.mark.parametrize("name", ["thorough", "retinaface"])
+def test_detecting_around_boxes_scores_them_as_the_whole_image_does(name, examples):
+    """Video confirms a weak candidate on crops around it: there the detector must score the faces as on the
+    whole frame. On example photos enlarged to a 1280-px frame (what video frames are), every face of the whole
+    image is found again on crops around the faces' boxes, at the same score; on a frame the detector enlarges,
+    a crop would not be seen the same way, so it declines."""
+    import cv2
+
+    detector = create_detector(name)
+    compared = 0
+    for example in examples:
+        scale = 1280 / example.image.shape[1]
+        frame = cv2.resize(example.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        with detector.reporting_down_to(0.2):
+            whole = detector.detect(frame)
+            around = detector.detect_around(frame, [f.box for f in whole[:3]])
+        assert around is not None
+        overlaps = iou_matrix(boxes_and_scores(whole[:3])[0], boxes_and_scores(around)[0])
+        for face, row in zip(whole[:3], overlaps, strict=True):
+            again = around[int(row.argmax())]
+            assert row.max() > 0.95 and abs(again.score - face.score) < 0.02, (example.path.name, face, again)
+            compared += 1
+        assert detector.detect_around(example.image, [f.box for f in whole[:1]]) is None, "enlarged: declined"
+    assert compared >= 12

@@ -227,6 +227,22 @@ class EnsembleDetector(Detector):
             candidates[spec.key] = RawDetections(boxes=boxes, scores=raw.scores[keep], landmarks=landmarks)
         return candidates
 
+    def detect_raw_around(self, image: np.ndarray, crops: list[tuple[int, int, int, int]]) -> RawDetections | None:
+        if any(spec.mirror for spec in self.members):
+            return None  # a crop's mirror is not on the mirrored image's stride grid
+        candidates = {}
+        for spec in self.members:
+            raw = self.detectors[spec.name].detect_raw_around(image, crops)
+            if raw is None:
+                return None
+            keep = raw.scores >= MEMBER_FLOOR
+            boxes = raw.boxes[keep].copy()
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.shape[1])
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.shape[0])
+            landmarks = raw.landmarks[keep] if raw.landmarks is not None else None
+            candidates[spec.key] = RawDetections(boxes=boxes, scores=raw.scores[keep], landmarks=landmarks)
+        return self.fuse_candidates(candidates)
+
     def calibrated(self, spec: MemberSpec, raw_scores: np.ndarray) -> np.ndarray:
         precision_map = self.maps.get(spec.key)
         if precision_map is not None:
