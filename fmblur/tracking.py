@@ -6,7 +6,8 @@ Every detection at the detector's threshold is always hidden; tracking only ever
   continue a face's track, so a face that fades is still followed;
 - a face that is only ever seen weakly is hidden once its weak candidates persist in the same place for
   `confirm_frames` frames in a row (a second ByteTrack over the weak candidates, which gives a track an id only
-  then); a one-frame blip is not hidden;
+  then); a one-frame blip is not hidden. A key-frame detector's weak candidates join them (`fmblur.video` runs
+  it again around them on the next frames, so that they can be confirmed);
 - a track the detector loses is still covered for `hold_frames` frames, at its Kalman-predicted position;
 - boxes of tracked faces are padded, and grown by the track's last motion so fast movement stays covered;
 - boxes are smoothed (moving average) but never shrunk below the detection itself.
