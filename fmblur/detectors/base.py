@@ -184,7 +184,7 @@ class SinglePassDetector(Detector):
             shifted(self._padded_pass(np.ascontiguousarray(image[y1:y2, x1:x2])), x1, y1) for x1, y1, x2, y2 in crops
         ]
         if not found:
-            return RawDetections(boxes=np.zeros((0, 4)), scores=np.zeros(0), landmarks=None)
+            return RawDetections.empty(with_landmarks=self.has_landmarks)
         return without_nested(merge_views(found, self.has_landmarks), options.nested_share)
 
     def _padded_pass(self, image: np.ndarray) -> RawDetections:

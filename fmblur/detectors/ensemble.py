@@ -151,6 +151,16 @@ def _calibrated_threshold(path: Path) -> float:
         return 0.5
 
 
+def _member_floor(raw: RawDetections, width: int, height: int) -> RawDetections:
+    """A member's candidates at or above MEMBER_FLOOR, boxes clipped to the image."""
+    keep = raw.scores >= MEMBER_FLOOR
+    boxes = raw.boxes[keep].copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    landmarks = raw.landmarks[keep] if raw.landmarks is not None else None
+    return RawDetections(boxes=boxes, scores=raw.scores[keep], landmarks=landmarks)
+
+
 @register("ensemble")
 class EnsembleDetector(Detector):
     """Weighted box fusion of several registry detectors (CenterFace and its mirror, RetinaFace, MTCNN by default).
@@ -219,12 +229,7 @@ class EnsembleDetector(Detector):
                 raw = mirrored(detector.detect_raw(mirror_image), width)
             else:
                 raw = detector.detect_raw(image)
-            keep = raw.scores >= MEMBER_FLOOR
-            boxes = raw.boxes[keep].copy()
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-            landmarks = raw.landmarks[keep] if raw.landmarks is not None else None
-            candidates[spec.key] = RawDetections(boxes=boxes, scores=raw.scores[keep], landmarks=landmarks)
+            candidates[spec.key] = _member_floor(raw, width, height)
         return candidates
 
     def detect_raw_around(self, image: np.ndarray, crops: list[tuple[int, int, int, int]]) -> RawDetections | None:
@@ -235,12 +240,7 @@ class EnsembleDetector(Detector):
             raw = self.detectors[spec.name].detect_raw_around(image, crops)
             if raw is None:
                 return None
-            keep = raw.scores >= MEMBER_FLOOR
-            boxes = raw.boxes[keep].copy()
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, image.shape[1])
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, image.shape[0])
-            landmarks = raw.landmarks[keep] if raw.landmarks is not None else None
-            candidates[spec.key] = RawDetections(boxes=boxes, scores=raw.scores[keep], landmarks=landmarks)
+            candidates[spec.key] = _member_floor(raw, image.shape[1], image.shape[0])
         return self.fuse_candidates(candidates)
 
     def calibrated(self, spec: MemberSpec, raw_scores: np.ndarray) -> np.ndarray:
