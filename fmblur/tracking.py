@@ -13,7 +13,9 @@ Every detection at the detector's threshold is always hidden; tracking only ever
 - boxes are smoothed (moving average) but never shrunk below the detection itself.
 
 Video is known whole before it is written (`fmblur.video` reads it twice), so `complete_plan` then works
-offline over every frame's regions: a track's gaps of up to `max_gap` frames are interpolated, and each track
+offline over every frame's regions: a track's gaps of up to `max_gap` frames are interpolated along the
+camera's motion (a link across a gap to a detection the face's box could not have reached splits the track
+there: ByteTrack's prediction of a lost face ignores the camera and can drift onto another), and each track
 is carried back up to `lookback` frames before its first frame and on up to `lookahead` frames after its last
 detection, along the camera's measured motion (`camera_motion`: pan, zoom, cuts) and the face's own, snapping
 to weak candidates on the way, so a face is hidden from the frame it came into view to the frame it left,
@@ -45,7 +47,9 @@ OWN_MOTION_SPAN = 10
 OWN_MOTION_JITTER = 0.15
 MAX_DRIFT = 0.5
 CARRIED_SOURCES = ("lookback", "carried")  # regions of a track beyond its detections
+SEEN_SOURCES = ("detected", "weak")  # regions where the detector saw the face (the others are inferred)
 REPEAT_IOU = 0.9  # a carried region overlapping another region of its frame this much repeats it
+REPEATABLE_SOURCES = (*CARRIED_SOURCES, "interpolated")  # regions left out where they repeat another
 # A carry ends where its box meets another track's detection this much: that track holds the face from there
 # (and carries it on from its own ends), so carrying both would hide the face twice and drift off it.
 HANDOVER_IOU = 0.5
@@ -329,13 +333,16 @@ def complete_plan(plan: list[TrackedFrame], options: TrackingOptions, size: tupl
         for region in regions:
             if region.track_id >= 0:
                 tracks.setdefault(region.track_id, {}).setdefault(index, region)
-    for track_id, frames in tracks.items():
-        indices = sorted(frames)
-        for before, after in itertools.pairwise(indices):
-            if 1 < after - before <= options.max_gap + 1:
-                _interpolate(covered, frames[before], frames[after], before, after, track_id)
-        for step in (-1, 1):
-            _carry(covered, plan, frames, indices, len(plan), options, size, track_id, step)
+    for track_id, whole in tracks.items():
+        for frames in _segments(plan, whole):
+            # Between detections: the frames held online in a gap are ByteTrack's guess, made without the
+            # camera's motion, so the gap is interpolated along it as well.
+            seen = [i for i in sorted(frames) if frames[i].source in SEEN_SOURCES]
+            for before, after in itertools.pairwise(seen):
+                if 1 < after - before <= options.max_gap + 1:
+                    _interpolate(covered, plan, frames[before], frames[after], before, after, track_id)
+            for step in (-1, 1):
+                _carry(covered, plan, frames, seen, len(plan), options, size, track_id, step)
     for index, regions in enumerate(plan):
         for region in regions.covered:
             if region.track_id < 0 and region.source == "detected" and _unlinked(plan, index, region):
@@ -355,19 +362,19 @@ def _unlinked(plan: list[TrackedFrame], index: int, region: CoveredFace) -> bool
             continue
         motion = plan[later].motion
         there = moved_back(box, motion) if neighbour < index else moved_on(box, motion)
-        if _held_by_another(there, plan[neighbour].covered, -1):
+        if _held_by_another(there, plan[neighbour].covered):
             return False
     return True
 
 
 def _without_repeats(regions: list[CoveredFace]) -> list[CoveredFace]:
-    """Carried regions that repeat another region of the frame (carried tracks that met the same weak
-    candidate, or a track carried onto its own later re-detection) are left out: they hide nothing more and
-    each costs a blur."""
-    carried = [r for r in regions if r.source in CARRIED_SOURCES]
+    """Carried and interpolated regions that repeat another region of the frame (carried tracks that met the
+    same weak candidate, a track carried onto its own later re-detection, a gap interpolated where the track was
+    held) are left out: they hide nothing more and each costs a blur."""
+    carried = [r for r in regions if r.source in REPEATABLE_SOURCES]
     if not carried:
         return regions
-    kept = [r for r in regions if r.source not in CARRIED_SOURCES]
+    kept = [r for r in regions if r.source not in REPEATABLE_SOURCES]
     for region in sorted(carried, key=lambda r: -r.face.width * r.face.height):
         boxes = np.array([k.face.box for k in kept], np.float64).reshape(-1, 4)
         if not len(boxes) or iou_matrix(np.asarray(region.face.box, np.float64)[None], boxes).max() < REPEAT_IOU:
@@ -375,11 +382,59 @@ def _without_repeats(regions: list[CoveredFace]) -> list[CoveredFace]:
     return kept
 
 
-def _interpolate(covered, first: CoveredFace, last: CoveredFace, start: int, end: int, track_id: int) -> None:
-    a, b = np.asarray(first.face.box, np.float64), np.asarray(last.face.box, np.float64)
+def _segments(plan: list[TrackedFrame], frames: dict[int, CoveredFace]) -> list[dict[int, CoveredFace]]:
+    """A track's frames, split where ByteTrack linked it across a gap to a detection that is not where its
+    last one went: the face's box carried on along the camera's motion (with and without the face's own) meets
+    the detection after the gap less than CHAIN_IOU. ByteTrack predicts a lost face without the camera's
+    motion, so a held track drifts and can take up another face or a false positive; interpolating towards it
+    would leave the face, and the track's own carries would start from the wrong place. Each part is
+    interpolated and carried on its own; frames held between the two parts belong to neither."""
+    detected = [i for i in sorted(frames) if frames[i].source in SEEN_SOURCES]
+    starts = [
+        after
+        for before, after in itertools.pairwise(detected)
+        if after - before > 1 and not _went_there(plan, frames, detected, before, after)
+    ]
+    if not starts:
+        return [frames]
+    # Part k runs from its first detection (or the clip's start) to its last detection before the next part.
+    lows = [0, *starts]
+    highs = [max(i for i in detected if i < start) for start in starts] + [len(plan)]
+    return [{i: r for i, r in frames.items() if low <= i <= high} for low, high in zip(lows, highs, strict=True)]
+
+
+def _went_there(
+    plan: list[TrackedFrame], frames: dict[int, CoveredFace], detected: list[int], before: int, after: int
+) -> bool:
+    """Whether the detection in frame `after` is where the track's detection in frame `before` went: its box
+    moved along the camera's motion over the gap, with or without the face's own motion at that end, overlaps
+    the detection at least CHAIN_IOU."""
+    box = np.asarray(frames[before].detected.box, np.float64)
+    camera_only = box
+    for index in range(before + 1, after + 1):
+        camera_only = moved_on(camera_only, plan[index].motion)
+    own = _own_motion(plan, frames, min(i for i in detected if before - i <= OWN_MOTION_SPAN), before)
+    with_own = camera_only + np.tile(own, 2) * (after - before)
+    there = np.asarray(frames[after].detected.box, np.float64)
+    return bool(iou_matrix(np.array([camera_only, with_own]), there[None]).max() >= CHAIN_IOU)
+
+
+def _interpolate(
+    covered, plan: list[TrackedFrame], first: CoveredFace, last: CoveredFace, start: int, end: int, track_id: int
+) -> None:
+    """Cover a track's gap: the box before the gap carried on along the camera's motion and the box after it
+    carried back, blended by how far into the gap a frame is (with a shaking camera a straight line between
+    the two misses a small face by the shake)."""
+    forward = [np.asarray(first.face.box, np.float64)]
+    for index in range(start + 1, end):
+        forward.append(moved_on(forward[-1], plan[index].motion))
+    backward = [np.asarray(last.face.box, np.float64)]
+    for index in range(end, start + 1, -1):  # frame `index`'s motion links it to the frame before
+        backward.append(moved_back(backward[-1], plan[index].motion))
+    backward.reverse()  # backward[k] is the box in frame start + 1 + k, forward[k] in frame start + k
     for index in range(start + 1, end):
         share = (index - start) / (end - start)
-        box = (1 - share) * a + share * b
+        box = (1 - share) * forward[index - start] + share * backward[index - start - 1]
         covered[index].append(CoveredFace(first.face.moved_to(box), track_id, "interpolated"))
 
 
@@ -398,9 +453,11 @@ def _own_motion(plan: list[TrackedFrame], frames: dict[int, CoveredFace], start:
     return moved / (end - start)
 
 
-def _held_by_another(box: np.ndarray, regions: list[CoveredFace], track_id: int) -> bool:
-    """Whether another track's detection in this frame (its detector's own box) is the face being carried."""
-    others = [r.detected.box for r in regions if r.track_id >= 0 and r.track_id != track_id and r.detected is not None]
+def _held_by_another(box: np.ndarray, regions: list[CoveredFace]) -> bool:
+    """Whether a track's detection in this frame (its detector's own box) is the face being carried. A carry
+    only visits frames beyond its own part's detections, so a detection of the same track id there belongs to
+    another part of it (`_segments`) and takes the face over just as another track's would."""
+    others = [r.detected.box for r in regions if r.track_id >= 0 and r.detected is not None]
     return bool(others) and iou_matrix(box[None], np.array(others, np.float64)).max() >= HANDOVER_IOU
 
 
@@ -412,7 +469,7 @@ def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOp
     a face that left the picture can come back into it). The carry ends where another track has detected the
     face (HANDOVER_IOU)."""
     # The ends of what the detector saw: held boxes after a track's last detection are predictions.
-    indices = [i for i in indices if frames[i].source in ("detected", "weak")]
+    indices = [i for i in indices if frames[i].source in SEEN_SOURCES]
     if not indices:
         return
     end = indices[0] if step < 0 else indices[-1]
@@ -433,7 +490,7 @@ def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOp
         index += step
         moved = moved_back(box, plan[later].motion) if step < 0 else moved_on(box, plan[later].motion)
         box = moved + step * np.tile(own, 2)
-        if _held_by_another(box, plan[index].covered, track_id):
+        if _held_by_another(box, plan[index].covered):
             return
         # Weak candidates there, and detections ByteTrack had not given an id (a track's first frame).
         candidates = plan[index].candidates + [
