@@ -17,6 +17,10 @@ def make_session(model: bytes | str, providers: tuple[str, ...] | None = None) -
     """A session for an ONNX model given as bytes or a file path."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the shipped models warn about unused initialisers; not actionable
+    # onnxruntime's worker threads otherwise spin after each run, waiting for the next one, and take the CPU from
+    # the work between runs (tracking, decoding, hiding on other threads). With 2 cores, a 720p clip through the
+    # video default ran 7 % faster without it (39.3 s against 36.4 s, two runs each); detection alone within 1 ms.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, sess_options=options, providers=list(providers or onnx_providers()))
 
 
