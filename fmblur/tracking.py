@@ -333,6 +333,7 @@ def complete_plan(plan: list[TrackedFrame], options: TrackingOptions, size: tupl
         for region in regions:
             if region.track_id >= 0:
                 tracks.setdefault(region.track_id, {}).setdefault(index, region)
+    boxes = _FrameBoxes.of(plan)
     for track_id, whole in tracks.items():
         for frames in _segments(plan, whole):
             # Between detections: the frames held online in a gap are ByteTrack's guess, made without the
@@ -342,18 +343,18 @@ def complete_plan(plan: list[TrackedFrame], options: TrackingOptions, size: tupl
                 if 1 < after - before <= options.max_gap + 1:
                     _interpolate(covered, plan, frames[before], frames[after], before, after, track_id)
             for step in (-1, 1):
-                _carry(covered, plan, frames, seen, len(plan), options, size, track_id, step)
+                _carry(covered, plan, boxes, frames, seen, options, size, track_id, step)
     for index, regions in enumerate(plan):
         for region in regions.covered:
-            if region.track_id < 0 and region.source == "detected" and _unlinked(plan, index, region):
+            if region.track_id < 0 and region.source == "detected" and _unlinked(plan, boxes, index, region):
                 # A face detected in one frame only (ByteTrack gives a track its id from its second frame):
                 # carried both ways like a track, or it would be hidden only from that frame for `hold_frames`.
                 for step in (-1, 1):
-                    _carry(covered, plan, {index: region}, [index], len(plan), options, size, -1, step)
+                    _carry(covered, plan, boxes, {index: region}, [index], options, size, -1, step)
     return [_without_repeats(regions) for regions in covered]
 
 
-def _unlinked(plan: list[TrackedFrame], index: int, region: CoveredFace) -> bool:
+def _unlinked(plan: list[TrackedFrame], boxes: _FrameBoxes, index: int, region: CoveredFace) -> bool:
     """Whether a detection without a track id is no track's first or last frame: a track detects the face in
     neither neighbouring frame (where one does, that track's own carry covers it on from there)."""
     box = np.asarray(region.detected.box, np.float64)
@@ -362,7 +363,7 @@ def _unlinked(plan: list[TrackedFrame], index: int, region: CoveredFace) -> bool
             continue
         motion = plan[later].motion
         there = moved_back(box, motion) if neighbour < index else moved_on(box, motion)
-        if _held_by_another(there, plan[neighbour].covered):
+        if _held_by_another(there, boxes.tracked[neighbour]):
             return False
     return True
 
@@ -453,15 +454,40 @@ def _own_motion(plan: list[TrackedFrame], frames: dict[int, CoveredFace], start:
     return moved / (end - start)
 
 
-def _held_by_another(box: np.ndarray, regions: list[CoveredFace]) -> bool:
-    """Whether a track's detection in this frame (its detector's own box) is the face being carried. A carry
-    only visits frames beyond its own part's detections, so a detection of the same track id there belongs to
-    another part of it (`_segments`) and takes the face over just as another track's would."""
-    others = [r.detected.box for r in regions if r.track_id >= 0 and r.detected is not None]
-    return bool(others) and iou_matrix(box[None], np.array(others, np.float64)).max() >= HANDOVER_IOU
+@dataclass
+class _FrameBoxes:
+    """Per frame of a plan, the boxes a carry looks at in every step, as arrays made once: `tracked`, the
+    detector's boxes of tracks' detections (a carry ends on one, `_held_by_another`); `snap`, those of weak
+    candidates and of detections ByteTrack had not given an id (a track's first frame), which a carry moves onto."""
+
+    tracked: list[np.ndarray]
+    snap: list[np.ndarray]
+
+    @classmethod
+    def of(cls, plan: list[TrackedFrame]) -> _FrameBoxes:
+        def array(faces: list[Face]) -> np.ndarray:
+            return np.array([f.box for f in faces], np.float64).reshape(-1, 4)
+
+        return cls(
+            [array([r.detected for r in f.covered if r.track_id >= 0 and r.detected is not None]) for f in plan],
+            [
+                array(f.candidates + [r.detected for r in f.covered if r.track_id < 0 and r.detected is not None])
+                for f in plan
+            ],
+        )
 
 
-def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOptions, size, track_id: int, step: int):
+def _held_by_another(box: np.ndarray, tracked: np.ndarray) -> bool:
+    """Whether a track's detection in this frame (its detector's own box, from `_FrameBoxes.tracked`) is the
+    face being carried. A carry only visits frames beyond its own part's detections, so a detection of the same
+    track id there belongs to another part of it (`_segments`) and takes the face over just as another track's
+    would."""
+    return len(tracked) > 0 and iou_matrix(box[None], tracked).max() >= HANDOVER_IOU
+
+
+def _carry(
+    covered, plan, boxes: _FrameBoxes, frames, indices, options: TrackingOptions, size, track_id: int, step: int
+):
     """Cover the track in up to `lookback` frames before its first (step -1) or `lookahead` frames after its last
     (step 1), never across a cut: frame by frame, moved by the camera's motion and the face's own motion at that
     end of the track, then onto a weak candidate there when one overlaps it. A box that rests on extrapolation
@@ -485,20 +511,17 @@ def _carry(covered, plan, frames, indices, frame_count: int, options: TrackingOp
     index = end
     for _ in range(options.lookback if step < 0 else options.lookahead):
         later = index if step < 0 else index + 1  # the frame whose motion links this step's two frames
-        if index + step < 0 or index + step >= frame_count or plan[later].motion.cut:
+        if index + step < 0 or index + step >= len(plan) or plan[later].motion.cut:
             return  # the clip's ends, or a cut: the face's shot ends there
         index += step
         moved = moved_back(box, plan[later].motion) if step < 0 else moved_on(box, plan[later].motion)
         box = moved + step * np.tile(own, 2)
-        if _held_by_another(box, plan[index].covered):
+        if _held_by_another(box, boxes.tracked[index]):
             return
-        # Weak candidates there, and detections ByteTrack had not given an id (a track's first frame).
-        candidates = plan[index].candidates + [
-            r.detected for r in plan[index].covered if r.track_id < 0 and r.detected is not None
-        ]
-        overlaps = iou_matrix(box[None], np.array([c.box for c in candidates], np.float64))[0] if candidates else []
+        snap = boxes.snap[index]
+        overlaps = iou_matrix(box[None], snap)[0] if len(snap) else []
         if len(overlaps) and overlaps.max() >= CHAIN_IOU:
-            box = np.asarray(candidates[int(np.argmax(overlaps))].box, np.float64)
+            box = snap[int(np.argmax(overlaps))].copy()
             drift = np.zeros(2)
         else:
             drift = np.minimum(drift + np.abs(own), limit)
