@@ -13,6 +13,7 @@ temporary file and renamed at the end) never appears; an error or Ctrl-C leaves 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -124,14 +125,9 @@ def find_and_track(
     places: list[Face] = []  # those candidates, last seen
     plan: list[TrackedFrame] = []
     size = (0, 0)
-    for index, frame in enumerate(frames):
+    for index, frame, faces in _detected_in_batches(frames, anonymizer, tracking, tracker.weak_floor, timings):
         size = (frame.image.shape[1], frame.image.shape[0])
-        faces = None
         timings.restart()
-        if index % tracking.detect_every == 0:
-            # The detector reports candidates down to the weak floor; the tracker decides what they are worth.
-            with anonymizer.detector.reporting_down_to(tracker.weak_floor):
-                faces = anonymizer.find_faces(frame.image, timings)
         scheduled = key_detector is not None and index % tracking.keyframe_every == 0
         if scheduled or confirming:
             known = faces or []
@@ -159,6 +155,37 @@ def find_and_track(
         if progress is not None:
             progress(len(plan))
     return plan, size
+
+
+def detection_batch(anonymizer: Anonymizer, tracking: TrackingOptions) -> int:
+    """How many frames the frame detector takes in one run: `tracking.detect_batch`, or when that is 0,
+    DETECT_BATCH_ON_GPU where the detector runs on CUDA and 1 on the CPU."""
+    if tracking.detect_batch:
+        return tracking.detect_batch
+    return DETECT_BATCH_ON_GPU if "cuda" in anonymizer.detector.load().runtime().lower() else 1
+
+
+def _detected_in_batches(
+    frames: Iterator[DecodedFrame],
+    anonymizer: Anonymizer,
+    tracking: TrackingOptions,
+    floor: float,
+    timings: StageTimer,
+) -> Iterator[tuple[int, DecodedFrame, list[Face] | None]]:
+    """(index, frame, its faces down to `floor`; None on frames `detect_every` skips), the frames read and
+    detected `detection_batch` at a time, handed on one by one in order."""
+    batch = detection_batch(anonymizer, tracking)
+    numbered = enumerate(frames)
+    while chunk := list(itertools.islice(numbered, batch)):
+        timings.restart()
+        detected = [frame.image for index, frame in chunk if index % tracking.detect_every == 0]
+        found: Iterator[list[Face]] = iter(())
+        if detected:
+            # The detector reports candidates down to the weak floor; the tracker decides what they are worth.
+            with anonymizer.detector.reporting_down_to(floor):
+                found = iter(anonymizer.find_faces_batch(detected, timings))
+        for index, frame in chunk:
+            yield index, frame, next(found) if index % tracking.detect_every == 0 else None
 
 
 def review_list(plan: list[list[CoveredFace]], fps: float) -> list[dict]:
@@ -354,6 +381,9 @@ def anonymize_video(
     )
 
 
+# Frames per run of the frame detector where it runs on CUDA: a GPU takes a batch of frames in little more time
+# than one. Not yet timed on a GPU (docs/results/gpu.md); on the CPU batches were slower per frame.
+DETECT_BATCH_ON_GPU = 8
 HIDING_THREADS = 2  # the machines this runs on have 2 cores or more; encoding has threads of its own
 HIDING_AHEAD = 4  # frames decoded and being hidden ahead of the one being written
 

@@ -475,3 +475,42 @@ def test_a_gap_in_a_track_is_covered_along_the_camera_shake(tmp_path, clip_frame
     )
     shares = red_shares_in(decode(report.output), face_at)
     assert min(shares) > 0.9, f"face not hidden in frames {[i for i, s in enumerate(shares) if s <= 0.9]}"
+
+
+@pytest.mark.parametrize("name", ["retinaface", "centerface-masked"])
+def test_a_batch_of_frames_finds_what_each_frame_finds_alone(clip_frames, name):
+    """Frames detected as one batch (one network run, as on a GPU) give each frame's own faces, down to the weak
+    floor video uses; a detector that cannot batch (an ensemble) answers frame by frame. The frames are enlarged
+    to 810 px, over the 800 px these detectors enlarge smaller pictures to: batches run at the frames' own size."""
+    frames = [cv2.resize(clip_frames[i], None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC) for i in (0, 20, 40, 59)]
+    detector = create_detector(name)
+    with detector.reporting_down_to(0.5 * detector.threshold):
+        alone = [detector.detect(frame) for frame in frames]
+        assert detector.detect_raw_batch(frames) is not None, "a network at the frames' own size runs the batch"
+        together = detector.detect_batch(frames)
+    assert all(alone), "precondition: the face is found in every frame"
+    for one, batched in zip(alone, together, strict=True):
+        assert len(one) == len(batched)
+        for a, b in zip(one, batched, strict=True):
+            assert np.allclose(a.box, b.box, atol=1e-3) and abs(a.score - b.score) < 1e-4
+    ensemble = create_detector("thorough")
+    assert ensemble.detect_raw_batch(frames) is None
+    assert [len(f) for f in ensemble.detect_batch(frames)] == [len(ensemble.detect(f)) for f in frames]
+
+
+def test_video_detected_in_batches_hides_the_same_regions(tmp_path):
+    """`detect_batch` 4 (what a GPU gets by default is 8) covers every frame with the same regions as one frame at
+    a time: the frames are detected ahead in batches and tracked one by one in order."""
+    assert create_detector("fast").detect_raw_batch(decode(CLIP)[:4]) is not None, "precondition: it batches"
+    regions = {}
+    for batch in (1, 4):
+        anonymize_video(
+            CLIP,
+            tmp_path / f"batch{batch}.mp4",
+            Anonymizer("fast"),  # RetinaFace at the frame's own size: a batch of frames is one run
+            TrackingOptions(detect_batch=batch),
+            tracks_file=tmp_path / f"batch{batch}.json",
+        )
+        regions[batch] = json.loads((tmp_path / f"batch{batch}.json").read_text())["frames"]
+    assert len(regions[1]) == 60 and all(frame["regions"] for frame in regions[1])
+    assert regions[4] == regions[1]

@@ -133,6 +133,24 @@ class Detector(ABC):
         there; None where it would not (see `detect_around`)."""
         return None
 
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """`detect` on each image, run as one batch where this detector can (`detect_raw_batch`: frames of one
+        size through a network at their own size; on a GPU one run of N frames costs far less than N runs)."""
+        images = [as_rgb_uint8(image) for image in images]
+        for image in images:
+            if image.shape[0] == 0 or image.shape[1] == 0:
+                raise ValueError(f"empty image of shape {image.shape}")
+        self.load()
+        raws = self.detect_raw_batch(images) if len(images) > 1 else None
+        if raws is None:
+            raws = [self.detect_raw(image) for image in images]
+        return [self._faces(raw, image.shape[1], image.shape[0]) for raw, image in zip(raws, images, strict=True)]
+
+    def detect_raw_batch(self, images: list[np.ndarray]) -> list[RawDetections] | None:
+        """`detect_raw` of each image (RGB uint8, all of one size) from one batched run; None where this
+        detector has no such run (then each image is detected on its own)."""
+        return None
+
     def _faces(self, raw: RawDetections, width: int, height: int) -> list[Face]:
         faces = []
         for i in np.argsort(-raw.scores):
@@ -170,22 +188,38 @@ class SinglePassDetector(Detector):
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
         """Detect on an RGB uint8 array whose sides are multiples of `pad_multiple`."""
 
+    def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
+        """`_detect` on arrays of one size; networks that take a batch override this to run them at once."""
+        return [self._detect(image, threshold) for image in images]
+
     def detect_raw(self, image: np.ndarray) -> RawDetections:
         self.load()
         return self.views(image)
 
-    def detect_raw_around(self, image: np.ndarray, crops: list[tuple[int, int, int, int]]) -> RawDetections | None:
+    def _one_pass_at_own_size(self, shape: tuple[int, ...]) -> bool:
+        """Whether `views` runs one pass on an image of this shape, at its own size (no resizing, other scales,
+        mirror or tiles): then the pass on a crop, or on a batch of such images, is what `detect_raw` runs."""
         options = self.views.options
         one_view = options.scale == 1.0 and not (options.extra_scales or options.extra_sides or options.flip)
-        own_size = options.upscale_to <= max(image.shape[:2]) <= options.max_side
-        if not (one_view and own_size and not options.tile and STRIDE_GRID % self.pad_multiple == 0):
+        own_size = options.upscale_to <= max(shape[:2]) <= options.max_side
+        return one_view and own_size and not options.tile
+
+    def detect_raw_batch(self, images: list[np.ndarray]) -> list[RawDetections] | None:
+        if len({image.shape for image in images}) != 1 or not self._one_pass_at_own_size(images[0].shape):
+            return None
+        self.load()
+        found = self._detect_many([self._pad(image) for image in images], self.threshold)
+        return [without_nested(raw, self.views.options.nested_share) for raw in found]
+
+    def detect_raw_around(self, image: np.ndarray, crops: list[tuple[int, int, int, int]]) -> RawDetections | None:
+        if not (self._one_pass_at_own_size(image.shape) and STRIDE_GRID % self.pad_multiple == 0):
             return None
         found = [
             shifted(self._padded_pass(np.ascontiguousarray(image[y1:y2, x1:x2])), x1, y1) for x1, y1, x2, y2 in crops
         ]
         if not found:
             return RawDetections.empty(with_landmarks=self.has_landmarks)
-        return without_nested(merge_views(found, self.has_landmarks), options.nested_share)
+        return without_nested(merge_views(found, self.has_landmarks), self.views.options.nested_share)
 
     def _padded_pass(self, image: np.ndarray) -> RawDetections:
         return self._detect(self._pad(image), self.threshold)

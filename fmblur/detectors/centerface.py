@@ -49,19 +49,29 @@ class CenterFaceDetector(OnnxDetector):
         self._session = _load_centerface(str(fine_tuned) if fine_tuned else None, providers)
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
-        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[np.newaxis], dtype=np.float32)  # RGB, 0..255
-        heatmap, scale, offset, points = run_session(self._session, ["537", "538", "539", "540"], {"input.1": batch})
-        ys, xs = np.nonzero(heatmap[0, 0] >= threshold)
+        return self._detect_many([image], threshold)[0]
+
+    def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
+        batch = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), dtype=np.float32)  # RGB, 0..255
+        outputs = run_session(self._session, ["537", "538", "539", "540"], {"input.1": batch})
+        return [self._decode(*(output[i] for output in outputs), threshold) for i in range(len(images))]
+
+    @staticmethod
+    def _decode(
+        heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, points: np.ndarray, threshold: float
+    ) -> RawDetections:
+        """One image's output maps (heatmap, log sizes, centre offsets, landmarks) as detections in its pixels."""
+        ys, xs = np.nonzero(heatmap[0] >= threshold)
         if len(ys) == 0:
             return RawDetections.empty(with_landmarks=True)
-        scores = heatmap[0, 0, ys, xs]
-        box_h = np.exp(scale[0, 0, ys, xs]) * _STRIDE
-        box_w = np.exp(scale[0, 1, ys, xs]) * _STRIDE
-        x1 = (xs + offset[0, 1, ys, xs] + 0.5) * _STRIDE - box_w / 2
-        y1 = (ys + offset[0, 0, ys, xs] + 0.5) * _STRIDE - box_h / 2
+        scores = heatmap[0, ys, xs]
+        box_h = np.exp(scale[0, ys, xs]) * _STRIDE
+        box_w = np.exp(scale[1, ys, xs]) * _STRIDE
+        x1 = (xs + offset[1, ys, xs] + 0.5) * _STRIDE - box_w / 2
+        y1 = (ys + offset[0, ys, xs] + 0.5) * _STRIDE - box_h / 2
         boxes = np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=1)
         # Landmark channels are (y, x) pairs relative to the box's top-left corner, in box units.
-        offsets = points[0][:, ys, xs].T.reshape(-1, 5, 2)
+        offsets = points[:, ys, xs].T.reshape(-1, 5, 2)
         landmarks = np.stack(
             [offsets[:, :, 1] * box_w[:, None] + x1[:, None], offsets[:, :, 0] * box_h[:, None] + y1[:, None]], axis=2
         )

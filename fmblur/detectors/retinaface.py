@@ -62,16 +62,26 @@ class RetinaFaceDetector(OnnxDetector):
         self._session, self._preprocess, self._postprocess = loaded
 
     def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
-        batch = self._preprocess(image)  # RGB -> BGR, mean subtraction, NCHW float32
+        return self._detect_many([image], threshold)[0]
+
+    def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
+        batch = np.concatenate([self._preprocess(image) for image in images])  # RGB -> BGR, mean off, NCHW float32
         boxes, scores, points = run_session(self._session, None, {"input": batch})
-        height, width = image.shape[:2]
+        height, width = images[0].shape[:2]
+        return [
+            self._decode(boxes[i], scores[i, :, 1], points[i], width, height, threshold) for i in range(len(images))
+        ]
+
+    def _decode(
+        self, boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, width: int, height: int, threshold: float
+    ) -> RawDetections:
+        """One image's outputs (anchor offsets, face scores, landmark offsets) as detections in its pixels."""
         post = self._postprocess
-        scores = scores[0, :, 1]
         # Decode the candidates only: a 720p frame has 37,000 anchors and a few dozen above any threshold.
         candidates = np.flatnonzero(scores >= threshold)
         anchors = _anchors(post, width, height)[candidates]
-        boxes = post.rebuild_boxes(boxes[0, candidates], anchors)  # -> x, y, w, h
-        points = post.rebuild_pts(points[0, candidates], anchors)
+        boxes = post.rebuild_boxes(boxes[candidates], anchors)  # -> x, y, w, h
+        points = post.rebuild_pts(points[candidates], anchors)
         scores = scores[candidates]
         boxes = boxes * [width, height, width, height]
         boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x1, y1, x2, y2
