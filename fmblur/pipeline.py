@@ -136,12 +136,7 @@ class Anonymizer:
 
     def find_faces(self, image: np.ndarray, timings: StageTimer | None = None) -> list[Face]:
         """Stage 1: the faces in `image` (RGB uint8) with landmarks."""
-        timings = timings or StageTimer()
-        faces = self.detector.detect(image)
-        timings.lap("detect")
-        faces = self.landmarks.apply(image, faces)
-        timings.lap("landmarks")
-        return faces
+        return self.find_faces_batch([image], timings)[0]
 
     def find_faces_batch(self, images: list[np.ndarray], timings: StageTimer | None = None) -> list[list[Face]]:
         """`find_faces` of each image, the detector running them as one batch where it can (frames of a video)."""

@@ -110,12 +110,7 @@ class Detector(ABC):
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in `image` (RGB uint8, any size), highest score first, boxes clipped to the image."""
-        image = as_rgb_uint8(image)
-        height, width = image.shape[:2]
-        if height == 0 or width == 0:
-            raise ValueError(f"empty image of shape {image.shape}")
-        self.load()
-        return self._faces(self.detect_raw(image), width, height)
+        return self.detect_batch([image])[0]
 
     def detect_around(self, image: np.ndarray, boxes: np.ndarray, margin: int = AROUND_MARGIN) -> list[Face] | None:
         """The faces `detect` would find near `boxes`, found on crops around them (`margin` px of picture on
@@ -134,8 +129,9 @@ class Detector(ABC):
         return None
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """`detect` on each image, run as one batch where this detector can (`detect_raw_batch`: frames of one
-        size through a network at their own size; on a GPU one run of N frames costs far less than N runs)."""
+        """The faces of each image, as `detect` gives them, run as one batch where this detector can
+        (`detect_raw_batch`: frames of one size through a network at their own size; on a GPU one run of N frames
+        costs far less than N runs)."""
         images = [as_rgb_uint8(image) for image in images]
         for image in images:
             if image.shape[0] == 0 or image.shape[1] == 0:
