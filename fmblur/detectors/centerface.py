@@ -52,7 +52,8 @@ class CenterFaceDetector(OnnxDetector):
         return self._detect_many([image], threshold)[0]
 
     def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
-        batch = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2), dtype=np.float32)  # RGB, 0..255
+        stacked = images[0][np.newaxis] if len(images) == 1 else np.stack(images)  # one frame: no copy
+        batch = np.ascontiguousarray(stacked.transpose(0, 3, 1, 2), dtype=np.float32)  # NCHW RGB, 0..255
         outputs = run_session(self._session, ["537", "538", "539", "540"], {"input.1": batch})
         return [self._decode(*(output[i] for output in outputs), threshold) for i in range(len(images))]
 

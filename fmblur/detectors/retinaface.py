@@ -65,7 +65,8 @@ class RetinaFaceDetector(OnnxDetector):
         return self._detect_many([image], threshold)[0]
 
     def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
-        batch = np.concatenate([self._preprocess(image) for image in images])  # RGB -> BGR, mean off, NCHW float32
+        inputs = [self._preprocess(image) for image in images]  # RGB -> BGR, mean off, NCHW float32
+        batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)  # one frame: no copy
         boxes, scores, points = run_session(self._session, None, {"input": batch})
         height, width = images[0].shape[:2]
         return [
