@@ -396,16 +396,17 @@ def _segments(plan: list[TrackedFrame], frames: dict[int, CoveredFace]) -> list[
     would leave the face, and the track's own carries would start from the wrong place. Each part is
     interpolated and carried on its own; frames held between the two parts belong to neither."""
     detected = [i for i in sorted(frames) if frames[i].source in SEEN_SOURCES]
-    starts = [
-        after
+    broken = [
+        (before, after)
         for before, after in itertools.pairwise(detected)
         if after - before > 1 and not _went_there(plan, frames, detected, before, after)
     ]
-    if not starts:
+    if not broken:
         return [frames]
-    # Part k runs from its first detection (or the clip's start) to its last detection before the next part.
-    lows = [0, *starts]
-    highs = [max(i for i in detected if i < start) for start in starts] + [len(plan)]
+    # A part runs from the detection after a broken link (the first, from the clip's start) to the detection
+    # before the next one (the last, to the clip's end).
+    lows = [0, *(after for _, after in broken)]
+    highs = [*(before for before, _ in broken), len(plan)]
     return [{i: r for i, r in frames.items() if low <= i <= high} for low, high in zip(lows, highs, strict=True)]
 
 
@@ -419,7 +420,7 @@ def _went_there(
     camera_only = box
     for index in range(before + 1, after + 1):
         camera_only = moved_on(camera_only, plan[index].motion)
-    own = _own_motion(plan, frames, min(i for i in detected if before - i <= OWN_MOTION_SPAN), before)
+    own = _motion_at_end(plan, frames, detected, before, 1)
     with_own = camera_only + np.tile(own, 2) * (after - before)
     there = np.asarray(frames[after].detected.box, np.float64)
     return bool(iou_matrix(np.array([camera_only, with_own]), there[None]).max() >= CHAIN_IOU)
@@ -482,6 +483,17 @@ class _FrameBoxes:
         )
 
 
+def _motion_at_end(
+    plan: list[TrackedFrame], frames: dict[int, CoveredFace], seen: list[int], end: int, step: int
+) -> np.ndarray:
+    """The face's own motion per frame at one end of its detections (`end`: the first of `seen` for step -1, a
+    later one for step 1), measured from the frames of `seen` up to OWN_MOTION_SPAN away on that side: two
+    neighbouring boxes differ by jitter."""
+    if step < 0:
+        return _own_motion(plan, frames, end, max(i for i in seen if end <= i <= end + OWN_MOTION_SPAN))
+    return _own_motion(plan, frames, min(i for i in seen if end - OWN_MOTION_SPAN <= i <= end), end)
+
+
 def _held_by_another(box: np.ndarray, tracked: np.ndarray) -> bool:
     """Whether a track's detection in this frame (its detector's own box, from `_FrameBoxes.tracked`) is the
     face being carried. A carry only visits frames beyond its own part's detections, so a detection of the same
@@ -505,11 +517,7 @@ def _carry(
         return
     end = indices[0] if step < 0 else indices[-1]
     box = np.asarray((frames[end].detected or frames[end].face).box, np.float64)
-    # Own motion measured over up to OWN_MOTION_SPAN frames at this end: two neighbouring boxes differ by jitter.
-    if step < 0:
-        own = _own_motion(plan, frames, end, max(i for i in indices if i - end <= OWN_MOTION_SPAN))
-    else:
-        own = _own_motion(plan, frames, min(i for i in indices if end - i <= OWN_MOTION_SPAN), end)
+    own = _motion_at_end(plan, frames, indices, end, step)
     limit = MAX_DRIFT * (box[2:] - box[:2])
     drift = np.zeros(2)
     width, height = size
