@@ -48,9 +48,6 @@ class CenterFaceDetector(OnnxDetector):
     def _open(self, fine_tuned: Path | None, providers: tuple[str, ...]) -> None:
         self._session = _load_centerface(str(fine_tuned) if fine_tuned else None, providers)
 
-    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
-        return self._detect_many([image], threshold)[0]
-
     def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
         stacked = images[0][np.newaxis] if len(images) == 1 else np.stack(images)  # one frame: no copy
         batch = np.ascontiguousarray(stacked.transpose(0, 3, 1, 2), dtype=np.float32)  # NCHW RGB, 0..255

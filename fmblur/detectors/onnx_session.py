@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fmblur.detectors.base import SinglePassDetector
+from fmblur.detectors.base import RawDetections, SinglePassDetector
 from fmblur.device import onnx_providers
 from fmblur.resources import weights_path
 
@@ -50,8 +50,8 @@ def session_runtime(session: ort.InferenceSession) -> str:
 class OnnxDetector(SinglePassDetector):
     """A single-pass detector that runs one ONNX graph through onnxruntime: its package's pretrained weights, or
     weights/`weights_file` when a fine-tuned subclass (`FineTunedWeights`) names one. Subclasses open the
-    session in `_open(fine_tuned, providers)` (`fine_tuned` is None for the package's weights) and keep it
-    in `self._session`."""
+    session in `_open(fine_tuned, providers)` (`fine_tuned` is None for the package's weights), keep it in
+    `self._session`, and detect on a batch in `_detect_many`."""
 
     has_landmarks = True
     default_threshold = 0.5
@@ -62,6 +62,14 @@ class OnnxDetector(SinglePassDetector):
 
     def _load(self) -> None:
         self._open(weights_path(self.weights_file) if self.weights_file else None, onnx_providers())
+
+    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
+        return self._detect_many([image], threshold)[0]
+
+    @abstractmethod
+    def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
+        """Detect on arrays of one size (sides multiples of `pad_multiple`) in one session run: the graphs here
+        take a batch, so one image is a batch of one."""
 
     def runtime(self) -> str:
         return session_runtime(self._session) if self._loaded else super().runtime()

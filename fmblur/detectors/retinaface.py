@@ -61,9 +61,6 @@ class RetinaFaceDetector(OnnxDetector):
         loaded = _load_retinaface(str(fine_tuned) if fine_tuned else None, providers)
         self._session, self._preprocess, self._postprocess = loaded
 
-    def _detect(self, image: np.ndarray, threshold: float) -> RawDetections:
-        return self._detect_many([image], threshold)[0]
-
     def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
         inputs = [self._preprocess(image) for image in images]  # RGB -> BGR, mean off, NCHW float32
         batch = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)  # one frame: no copy
