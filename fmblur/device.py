@@ -7,6 +7,7 @@ ran (`runtime`), since onnxruntime quietly falls back to the CPU when its CUDA p
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import onnxruntime as ort
@@ -71,3 +72,10 @@ def onnx_providers() -> tuple[str, ...]:
     """Explicit providers (left alone, onnxruntime may pick whatever a wheel registers first, e.g. Azure)."""
     cuda = ("CUDAExecutionProvider",) if _selected != "cpu" and onnx_has_cuda() else ()
     return (*cuda, "CPUExecutionProvider")
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (a container's share, not the host's count, where the OS says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

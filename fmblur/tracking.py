@@ -73,6 +73,9 @@ class TrackingOptions:
     # Frames the frame detector takes in one run (0 = DETECT_BATCH_ON_GPU where it runs on CUDA, else 1: on the
     # CPU a batch of 8 720p frames cost more per frame than one at a time).
     detect_batch: int = 0
+    # Threads running the detectors ahead of the tracker, each on its own frames (0 = DETECTION_THREADS where
+    # the detectors can share the cores, else 1).
+    detect_threads: int = 0
     weak_ratio: float = 0.5  # candidates scoring this share of the detector's threshold are weak evidence (1 = off)
     confirm_frames: int = 3  # frames in a row a weak-only face must be seen in the same place to be hidden
     max_gap: int = 30  # a track missing for up to this many frames and found again is covered across the gap
@@ -88,6 +91,8 @@ class TrackingOptions:
             raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
         if self.detect_batch < 0:
             raise ValueError(f"detect_batch must be zero (automatic) or more, got {self.detect_batch}")
+        if self.detect_threads < 0:
+            raise ValueError(f"detect_threads must be zero (automatic) or more, got {self.detect_threads}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be at least 1, got {self.detect_every}")
         if self.detect_every > 1 and not self.enabled:

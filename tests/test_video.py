@@ -423,11 +423,11 @@ def test_a_carried_face_is_handed_over_to_the_track_that_finds_it_again(clip_fra
     assert all(r.track_id == 1 for frame in regions[30:] for r in frame)
 
 
-def _covered_share(box: np.ndarray, regions: list[CoveredFace]) -> float:
-    """The largest share of `box` one region covers."""
+def _covered_share(box: np.ndarray, regions: list[CoveredFace] | list[list[float]]) -> float:
+    """The largest share of `box` one region (or one box of a tracks file) covers."""
     shares = [0.0]
     for region in regions:
-        x1, y1, x2, y2 = region.face.box
+        x1, y1, x2, y2 = region.face.box if isinstance(region, CoveredFace) else region
         width, height = min(box[2], x2) - max(box[0], x1), min(box[3], y2) - max(box[1], y1)
         shares.append(max(width, 0) * max(height, 0) / ((box[2] - box[0]) * (box[3] - box[1])))
     return max(shares)
@@ -496,6 +496,52 @@ def test_a_batch_of_frames_finds_what_each_frame_finds_alone(clip_frames, name):
     ensemble = create_detector("thorough")
     assert ensemble.detect_raw_batch(frames) is None
     assert [len(f) for f in ensemble.detect_batch(frames)] == [len(ensemble.detect(f)) for f in frames]
+
+
+def test_video_detected_ahead_on_two_threads_hides_the_same_regions(tmp_path, clip_frames):
+    """Two threads running the detectors (frame detector and key frames) ahead of the tracker cover every frame
+    with the regions of one thread, to float rounding: onnxruntime on one thread per session adds in another order
+    than on two. The camera shakes, so a frame's faces handed to the tracker out of order would move the boxes."""
+    source = np.pad(clip_frames[0], ((150, 0), (0, 0), (0, 0)), mode="edge")
+    tops = [90 + round(90 * np.sin(2 * np.pi * i / 6)) for i in range(40)]
+    frames = [np.ascontiguousarray(source[top : top + 690]) for top in tops]
+    clip = write_clip(tmp_path / "shake.mp4", frames)
+    regions = {}
+    for threads in (1, 2):
+        anonymize_video(
+            clip,
+            tmp_path / f"threads{threads}.mp4",
+            Anonymizer("fast"),
+            TrackingOptions(detect_threads=threads, keyframe_every=10),  # `thorough` on frames 0, 10, ...
+            tracks_file=tmp_path / f"threads{threads}.json",
+        )
+        regions[threads] = json.loads((tmp_path / f"threads{threads}.json").read_text())["frames"]
+    assert len(regions[1]) == 40 and all(frame["regions"] for frame in regions[1])
+    for one, two in zip(regions[1], regions[2], strict=True):
+        assert [(r["track_id"], r["source"]) for r in one["regions"]] == [
+            (r["track_id"], r["source"]) for r in two["regions"]
+        ]
+        for a, b in zip(one["regions"], two["regions"], strict=True):
+            assert a["box"] == pytest.approx(b["box"], abs=0.02)
+    # In order: each frame's regions cover the face where it is in that frame (the shake moves it up to 180 px).
+    retinaface = create_detector("retinaface")
+    for frame, tracked in zip(decode(clip), regions[2], strict=True):
+        (face,) = retinaface.detect(frame)
+        assert _covered_share(face.box, [region["box"] for region in tracked["regions"]]) > 0.99
+
+
+def test_detectors_share_the_cores_only_where_each_member_can():
+    """`thorough`'s members all run in onnxruntime and take one thread each when two threads run them; MTCNN
+    (torch, one thread pool per process) in `recall-first` keeps it to one thread, and the sessions as they were."""
+    from fmblur.device import cpu_cores
+    from fmblur.video import DETECTION_THREADS, detection_threads
+
+    thorough, recall_first = create_detector("thorough"), create_detector("recall-first")
+    assert detection_threads([create_detector("fast"), thorough], TrackingOptions()) == DETECTION_THREADS > 1
+    assert all(member.intra_op_threads == max(1, cpu_cores() // 2) for member in thorough.detectors.values())
+    assert detection_threads([create_detector("fast"), recall_first], TrackingOptions()) == 1
+    assert all(getattr(member, "intra_op_threads", 0) == 0 for member in recall_first.detectors.values())
+    assert detection_threads([recall_first], TrackingOptions(detect_threads=2)) == 2  # asked for: as the user says
 
 
 def test_video_detected_in_batches_hides_the_same_regions(tmp_path):

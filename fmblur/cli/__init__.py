@@ -28,6 +28,12 @@ TRACKING_FLAGS = (
     ("--lookahead", "lookahead", int, "also cover a lost face this many frames after its last detection"),
     ("--detect-every", "detect_every", int, "detect on every k-th frame, track between"),
     ("--batch", "detect_batch", int, "frames per run of the frame detector (0 = 8 where it runs on CUDA, else 1)"),
+    (
+        "--detect-threads",
+        "detect_threads",
+        int,
+        "threads running the detectors, each on its own frames (0 = 2 where the detectors can share the cores)",
+    ),
     ("--weak-ratio", "weak_ratio", float, "candidates at this share of the threshold are weak evidence (1 = off)"),
     ("--confirm-frames", "confirm_frames", int, "frames in a row that confirm a face seen only weakly"),
     ("--max-gap", "max_gap", int, "cover a face across gaps of up to this many frames"),

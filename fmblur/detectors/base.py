@@ -97,6 +97,12 @@ class Detector(ABC):
             self._loaded = True
         return self
 
+    def share_cores(self, callers: int) -> bool:
+        """Get ready to be run from `callers` threads at once, each run using its share of the CPU cores instead
+        of all of them (1: a single caller again). False, changing nothing, where this detector's runtime keeps
+        one pool of threads per process (torch): then run it from one thread."""
+        return callers <= 1
+
     @contextmanager
     def reporting_down_to(self, floor: float) -> Iterator[Detector]:
         """Within this block the detector also reports faces scoring down to `floor` (below its threshold):

