@@ -506,6 +506,7 @@ def test_video_detected_ahead_on_two_threads_hides_the_same_regions(tmp_path, cl
     tops = [90 + round(90 * np.sin(2 * np.pi * i / 6)) for i in range(40)]
     frames = [np.ascontiguousarray(source[top : top + 690]) for top in tops]
     clip = write_clip(tmp_path / "shake.mp4", frames)
+    opencv_threads = cv2.getNumThreads()
     regions = {}
     for threads in (1, 2):
         anonymize_video(
@@ -516,6 +517,7 @@ def test_video_detected_ahead_on_two_threads_hides_the_same_regions(tmp_path, cl
             tracks_file=tmp_path / f"threads{threads}.json",
         )
         regions[threads] = json.loads((tmp_path / f"threads{threads}.json").read_text())["frames"]
+    assert cv2.getNumThreads() == opencv_threads, "OpenCV's threads as before the video (one during it)"
     assert len(regions[1]) == 40 and all(frame["regions"] for frame in regions[1])
     for one, two in zip(regions[1], regions[2], strict=True):
         assert [(r["track_id"], r["source"]) for r in one["regions"]] == [
