@@ -203,7 +203,6 @@ class _Detected:
     """A frame after the detection that needs no earlier frame: the frame detector's faces (None on frames
     `detect_every` skips) and, on a scheduled key frame, the key detector's (else None)."""
 
-    index: int
     frame: DecodedFrame
     faces: list[Face] | None
     key_faces: list[Face] | None
@@ -228,7 +227,7 @@ def _detect_frames(
             timings.restart()
             key_faces = key_detector.detect(frame.image)
             timings.lap("key frames")
-        results.append(_Detected(index, frame, faces, key_faces))
+        results.append(_Detected(frame, faces, key_faces))
     return results, timings.ms
 
 
