@@ -198,6 +198,11 @@ class StageTimer:
         self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._tick) * 1000
         self._tick = now
 
+    def add(self, ms: dict[str, float]) -> None:
+        """Add another timer's stage times (one kept on a worker thread) to this one's."""
+        for stage, value in ms.items():
+            self.ms[stage] = self.ms.get(stage, 0.0) + value
+
     def restart(self) -> None:
         """Time between stages (decoding, waiting) counts for no stage."""
         self._tick = time.perf_counter()

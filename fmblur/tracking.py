@@ -507,22 +507,19 @@ def _held_by_another(box: np.ndarray, tracked: np.ndarray) -> bool:
     return len(tracked) > 0 and iou_matrix(box[None], tracked).max() >= HANDOVER_IOU
 
 
-def _carry(
-    covered, plan, boxes: _FrameBoxes, frames, indices, options: TrackingOptions, size, track_id: int, step: int
-):
+def _carry(covered, plan, boxes: _FrameBoxes, frames, seen, options: TrackingOptions, size, track_id: int, step: int):
     """Cover the track in up to `lookback` frames before its first (step -1) or `lookahead` frames after its last
     (step 1), never across a cut: frame by frame, moved by the camera's motion and the face's own motion at that
     end of the track, then onto a weak candidate there when one overlaps it. A box that rests on extrapolation
     alone grows by the face's own motion; frames where it is out of the picture get nothing (with a moving camera
     a face that left the picture can come back into it). The carry ends where another track has detected the
-    face (HANDOVER_IOU)."""
-    # The ends of what the detector saw: held boxes after a track's last detection are predictions.
-    indices = [i for i in indices if frames[i].source in SEEN_SOURCES]
-    if not indices:
+    face (HANDOVER_IOU). `seen`: the track's frames where the detector saw it (SEEN_SOURCES), in order; the carry
+    starts from their ends, since held boxes after a track's last detection are predictions."""
+    if not seen:
         return
-    end = indices[0] if step < 0 else indices[-1]
+    end = seen[0] if step < 0 else seen[-1]
     box = np.asarray((frames[end].detected or frames[end].face).box, np.float64)
-    own = _motion_at_end(plan, frames, indices, end, step)
+    own = _motion_at_end(plan, frames, seen, end, step)
     limit = MAX_DRIFT * (box[2:] - box[:2])
     drift = np.zeros(2)
     width, height = size

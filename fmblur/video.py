@@ -148,7 +148,8 @@ def find_and_track(
             frame, faces = detected.frame, detected.faces
             size = (frame.image.shape[1], frame.image.shape[0])
             timings.restart()
-            if detected.key_faces is not None or confirming:
+            scheduled = detected.key_faces is not None  # the detection threads ran the key detector on it
+            if scheduled or confirming:
                 known = faces or []
                 # Between key frames only around the candidates (a tenth of the cost), where the detector allows.
                 key_faces = detected.key_faces
@@ -159,7 +160,6 @@ def find_and_track(
                 accounted += [f.box for f in key_faces if f.score >= key_threshold]
                 accounted += [region.face.box for region in plan[-1].covered] if plan else []
                 places = unexplained([f for f in key_faces if f.score < key_threshold], accounted)
-                scheduled = detected.key_faces is not None
                 confirming = (tracking.confirm_frames - 1 if scheduled else confirming - 1) if places else 0
                 faces = with_key_frame_faces(known, key_faces, threshold, key_threshold)
                 # Landmarks only for the faces the key frame added: the others keep the frame detector's.
@@ -253,8 +253,7 @@ def _detected_ahead(
         if chunk and len(pending) * batch < DETECTION_AHEAD:
             continue
         results, ms = pending.popleft().result()  # a detector's error is raised here, in order
-        for stage, value in ms.items():
-            timings.ms[stage] = timings.ms.get(stage, 0.0) + value
+        timings.add(ms)
         yield from results
 
 
@@ -400,8 +399,7 @@ def anonymize_video(
                 writer.write_audio(item, start or 0.0)
                 return
             (hidden, report), hiding_ms = job.result()  # a hiding error is raised here, in order
-            for stage, ms in hiding_ms.items():
-                timings.ms[stage] = timings.ms.get(stage, 0.0) + ms
+            timings.add(hiding_ms)
             if report is not None:
                 privacy_reports.append(report)
             timings.restart()

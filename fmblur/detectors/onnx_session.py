@@ -54,8 +54,8 @@ def session_runtime(session: ort.InferenceSession) -> str:
 class OnnxDetector(SinglePassDetector):
     """A single-pass detector that runs one ONNX graph through onnxruntime: its package's pretrained weights, or
     weights/`weights_file` when a fine-tuned subclass (`FineTunedWeights`) names one. Subclasses open the
-    session in `_open(fine_tuned, providers)` (`fine_tuned` is None for the package's weights), keep it in
-    `self._session`, and detect on a batch in `_detect_many`."""
+    session in `_open(fine_tuned, providers, threads)` (`fine_tuned` is None for the package's weights;
+    `threads` as `make_session` takes it), keep it in `self._session`, and detect on a batch in `_detect_many`."""
 
     has_landmarks = True
     default_threshold = 0.5
